@@ -1,0 +1,82 @@
+"""Jinja extensions for keel: derived values for the templates and checks for copier.yml."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from copier_template_extensions import ContextHook
+from jinja2 import Environment
+from jinja2.ext import Extension
+
+BUDGET_MODULE = Path(__file__).parent.parent / "template/src/{{ package_name }}/infra/budget.py"
+
+
+def load_budget_module() -> ModuleType:
+    """Import the generated service's budget module, so render time and run time share one formula."""
+    name = "keel_budget"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BUDGET_MODULE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def budget_problem(
+    replicas: Any,
+    web_workers: Any,
+    queue_workers: Any,
+    max_connections: Any,
+    reserved_connections: Any,
+) -> str:
+    """The budget's refusal as one line, or an empty string when the deployment fits."""
+    budget = load_budget_module()
+    try:
+        budget.compute_budget(
+            replicas=int(replicas),
+            web_workers=int(web_workers),
+            queue_workers=int(queue_workers),
+            max_connections=int(max_connections),
+            reserved_connections=int(reserved_connections),
+            db_cpu_cores=1,
+        )
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return ""
+
+
+class KeelGlobals(Extension):
+    """Functions that copier.yml validators call."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.globals["budget_problem"] = budget_problem
+
+
+class ContextUpdater(ContextHook):
+    """Values derived from the answers, never asked and never recorded."""
+
+    def hook(self, context: dict[str, Any]) -> None:
+        # While copier prompts, later answers are missing and earlier ones may still be strings.
+        if context.get("_copier_phase") == "prompt":
+            return
+        context["python_target"] = "py" + str(context["python_version"]).replace(".", "")
+        context["has_database"] = context["database"] != "none"
+        context["has_cache"] = context["cache"] != "none"
+        context["has_metrics"] = context["metrics"] == "prometheus"
+        context["budget"] = None
+        if context["has_database"]:
+            context["budget"] = load_budget_module().compute_budget(
+                replicas=context["replicas"],
+                web_workers=context["web_workers"],
+                queue_workers=context["queue_workers"],
+                max_connections=context["db_max_connections"],
+                reserved_connections=context["db_reserved_connections"],
+                db_cpu_cores=context["db_cpu_cores"],
+            )
