@@ -77,7 +77,9 @@ def compute_budget(
         )
 
     useful_total = 2 * db_cpu_cores + 1
-    pool_size = min(max(math.ceil(useful_total / processes), MIN_CONNECTIONS_PER_PROCESS), per_process)
+    pool_size = min(
+        max(math.ceil(useful_total / processes), MIN_CONNECTIONS_PER_PROCESS), per_process
+    )
     return ConnectionBudget(
         processes=processes,
         available=available,

@@ -1,0 +1,194 @@
+"""MkDocs hook: fill the pages' markers from copier.yml and the real budget computation."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+from mkdocs.exceptions import PluginError
+
+ROOT = Path(__file__).resolve().parents[2]
+COPIER_YML = ROOT / "copier.yml"
+EXTENSIONS = ROOT / "extensions" / "keel.py"
+
+QUESTIONS_MARKER = "<!-- keel:questions -->"
+EXAMPLE_MARKER = "<!-- keel:budget-example -->"
+REFUSED_MARKER = "<!-- keel:budget-refused -->"
+
+# 3 replicas x 4 web workers on PostgreSQL's default max_connections.
+EXAMPLE: dict[str, int] = {
+    "replicas": 3,
+    "web_workers": 4,
+    "queue_workers": 0,
+    "max_connections": 100,
+    "reserved_connections": 10,
+    "db_cpu_cores": 4,
+}
+REFUSED: dict[str, int] = {**EXAMPLE, "replicas": 10, "web_workers": 8}
+# SQLAlchemy's QueuePool defaults: pool_size 5 + max_overflow 10.
+SQLALCHEMY_DEFAULT_PER_PROCESS = 5 + 10
+NATIVE_TYPES = ("bool", "float", "int", "str")
+# Entities rather than the characters, which ruff flags as confusable with x and -.
+TIMES = "&times;"
+MINUS = "&minus;"
+
+
+@functools.cache
+def budget_module() -> ModuleType:
+    """The generated service's budget module, loaded the way the template's extension loads it."""
+    spec = importlib.util.spec_from_file_location("keel_extensions", EXTENSIONS)
+    assert spec is not None and spec.loader is not None
+    extensions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extensions)
+    module: ModuleType = extensions.load_budget_module()
+    return module
+
+
+def code(text: str) -> str:
+    """An inline code span."""
+    return f"`{text}`"
+
+
+def escape(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def describe_default(question: dict[str, Any]) -> str:
+    """The default as written in copier.yml; Jinja expressions stay literal."""
+    if "default" not in question:
+        placeholder = question.get("placeholder")
+        return f"none, e.g. {code(str(placeholder))}" if placeholder else "none"
+    default = question["default"]
+    return code(default if isinstance(default, str) else json.dumps(default))
+
+
+def describe_choices(choices: Any) -> str:
+    """Choice values in code, each with its label when the label says more."""
+    if not choices:
+        return ""
+    pairs = choices.items() if isinstance(choices, dict) else ((str(c), c) for c in choices)
+    lines = []
+    for label, value in pairs:
+        value = value["value"] if isinstance(value, dict) else value
+        text = code(str(value))
+        lines.append(text if str(label) == str(value) else f"{text}: {escape(str(label))}")
+    return "<br>".join(lines)
+
+
+def describe_when(question: dict[str, Any]) -> str:
+    """When copier asks the question."""
+    when = question.get("when", True)
+    if when is True:
+        return "always"
+    if when is False:
+        return "never (fixed)"
+    condition = str(when).strip().removeprefix("{{").removesuffix("}}").strip()
+    return f"if {code(condition)}"
+
+
+def questions_table() -> str:
+    """A Markdown table of every question in copier.yml."""
+    data = yaml.safe_load(COPIER_YML.read_text(encoding="utf-8"))
+    rows = [
+        "| Question | Type | Help | Default | Choices | Asked |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, spec in data.items():
+        if name.startswith("_"):
+            continue
+        question = spec if isinstance(spec, dict) else {"default": spec}
+        inferred = type(question.get("default")).__name__
+        kind = question.get("type") or (inferred if inferred in NATIVE_TYPES else "yaml")
+        cells = [
+            code(name),
+            kind,
+            escape(str(question.get("help", ""))),
+            describe_default(question),
+            describe_choices(question.get("choices")),
+            describe_when(question),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def budget_example() -> str:
+    """The worked example, computed by the service's own compute_budget."""
+    module = budget_module()
+    budget = module.compute_budget(**EXAMPLE)
+    replicas, web, queue = EXAMPLE["replicas"], EXAMPLE["web_workers"], EXAMPLE["queue_workers"]
+    max_conn, reserved = EXAMPLE["max_connections"], EXAMPLE["reserved_connections"]
+    cores = EXAMPLE["db_cpu_cores"]
+    peak = budget.processes * (budget.pool_size + budget.max_overflow)
+    default_peak = budget.processes * SQLALCHEMY_DEFAULT_PER_PROCESS
+    return "\n".join(
+        [
+            f"{replicas} replicas {TIMES} {web} web workers + {queue} queue workers,"
+            f" on a database with max_connections {max_conn}, {reserved} reserved, {cores} cores:",
+            "",
+            "| | Value | Why |",
+            "|---|---|---|",
+            f"| processes P | {budget.processes} | {replicas} {TIMES} {web} + {queue} |",
+            f"| available | {budget.available} | {max_conn} {MINUS} {reserved} |",
+            f"| per-process cap K | {budget.per_process} |"
+            f" {budget.available} // {budget.processes} |",
+            f"| `pool_size` | {budget.pool_size} |"
+            f" useful parallelism spread over {budget.processes} processes,"
+            f" at least {module.MIN_CONNECTIONS_PER_PROCESS}, at most K |",
+            f"| `max_overflow` | {budget.max_overflow} |"
+            f" {budget.per_process} {MINUS} {budget.pool_size} |",
+            f"| total at peak | {peak} | {budget.processes} {TIMES} ({budget.pool_size} +"
+            f" {budget.max_overflow}) ≤ {budget.available} |",
+            "",
+            "The service logs this at startup:",
+            "",
+            "```text",
+            budget.describe(),
+            "```",
+            "",
+            f"SQLAlchemy's default pool (5 + 10 per process) on the same deployment asks for"
+            f" {budget.processes} {TIMES} {SQLALCHEMY_DEFAULT_PER_PROCESS} = **{default_peak}**"
+            f" connections from a server that accepts {max_conn}.",
+        ]
+    )
+
+
+def budget_refused() -> str:
+    """A deployment the budget refuses, with the exact message."""
+    try:
+        budget_module().compute_budget(**REFUSED)
+    except ValueError as error:
+        message = str(error)
+    else:
+        raise PluginError(f"docs: the refused example {REFUSED} fits the budget; pick another")
+    return "\n".join(
+        [
+            f"{REFUSED['replicas']} replicas {TIMES} {REFUSED['web_workers']} web workers on"
+            f" max_connections {REFUSED['max_connections']},"
+            f" {REFUSED['reserved_connections']} reserved:",
+            "",
+            "```text",
+            message,
+            "```",
+        ]
+    )
+
+
+GENERATORS = {
+    QUESTIONS_MARKER: questions_table,
+    EXAMPLE_MARKER: budget_example,
+    REFUSED_MARKER: budget_refused,
+}
+
+
+def on_page_markdown(markdown: str, **_: Any) -> str:
+    """Replace each marker on the page with its generated Markdown."""
+    for marker, generate in GENERATORS.items():
+        if marker in markdown:
+            markdown = markdown.replace(marker, generate())
+    return markdown

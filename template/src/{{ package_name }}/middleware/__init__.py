@@ -1,0 +1,1 @@
+"""Pure ASGI middleware: each wraps send instead of buffering the response."""

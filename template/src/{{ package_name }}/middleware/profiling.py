@@ -1,0 +1,48 @@
+"""On-demand profiling: a request with the right X-Profile-Token gets a pyinstrument profile.
+
+Added only when PROFILING_ENABLED is set; the application's own response is discarded and the
+profile is returned instead, as HTML, or as speedscope JSON with X-Profile-Format: speedscope.
+"""
+
+import hmac
+
+from pyinstrument import Profiler
+from pyinstrument.renderers import SpeedscopeRenderer
+from starlette.responses import Response
+from starlette.types import ASGIApp
+from starlette.types import Message
+from starlette.types import Receive
+from starlette.types import Scope
+from starlette.types import Send
+
+
+class ProfilingMiddleware:
+    """Profiles requests whose X-Profile-Token header matches the configured token."""
+
+    def __init__(self, app: ASGIApp, *, token: str, interval_seconds: float = 0.001) -> None:
+        self.app = app
+        self.token = token.encode()
+        self.interval_seconds = interval_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"]) if scope["type"] == "http" else {}
+        offered = headers.get(b"x-profile-token")
+        if offered is None or not hmac.compare_digest(offered, self.token):
+            await self.app(scope, receive, send)
+            return
+
+        async def discard(_message: Message) -> None:
+            return None
+
+        profiler = Profiler(interval=self.interval_seconds, async_mode="enabled")
+        profiler.start()
+        try:
+            await self.app(scope, receive, discard)
+        finally:
+            profiler.stop()
+        if headers.get(b"x-profile-format") == b"speedscope":
+            profile = Response(profiler.output(SpeedscopeRenderer()), media_type="application/json")
+        else:
+            profile = Response(profiler.output_html(), media_type="text/html")
+        profile.headers["cache-control"] = "no-store"
+        await profile(scope, receive, send)

@@ -1,0 +1,1 @@
+"""The sample domain: categories and their products."""
