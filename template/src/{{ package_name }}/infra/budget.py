@@ -68,12 +68,12 @@ def compute_budget(
         needed = processes * MIN_CONNECTIONS_PER_PROCESS
         most_processes = max(available // MIN_CONNECTIONS_PER_PROCESS, 0)
         raise BudgetError(
-            f"connection budget too small: {processes} processes"
-            f" ({replicas} replicas x {web_workers} web workers + {queue_workers} queue workers)"
-            f" need at least {needed} connections but max_connections {max_connections}"
-            f" - reserved {reserved_connections} leaves {available}; run at most"
-            f" {most_processes} processes, raise max_connections to"
-            f" {reserved_connections + needed}, or put PgBouncer in front of the database"
+            f"connection budget too small: {processes} processes (replicas {replicas}"
+            f" x web_workers {web_workers} + queue_workers {queue_workers}) need at least"
+            f" {needed} connections, but max_connections {max_connections} - reserved"
+            f" {reserved_connections} leaves {available}; lower the process count to at most"
+            f" {most_processes}, raise max_connections to {reserved_connections + needed},"
+            " or put PgBouncer in front of a PostgreSQL database"
         )
 
     useful_total = 2 * db_cpu_cores + 1

@@ -1,0 +1,30 @@
+# keel's own entry points. `make bootstrap` once, then `make test` or `make test-fast`.
+
+# uv on PATH, or the one `make bootstrap` pip-installs into python3 (not always on PATH).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+# pytest-xdist workers. Three keeps both cores of a 2-core machine busy while generated
+# projects wait on installs and on the local servers.
+JOBS ?= 3
+
+.PHONY: bootstrap ensure-uv test test-fast demo
+
+ensure-uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet 'uv>=0.5'
+
+# UV is expanded after ensure-uv has run, so a freshly pip-installed uv is found.
+bootstrap: ensure-uv
+	$(UV) sync
+
+# Everything: unit, validation, every combination rendered, installed and tested.
+test:
+	$(UV) run pytest -n $(JOBS)
+
+# A minute or so: unit and validation tests, and the smoke subset of combinations rendered
+# (KEEL_MATRIX=smoke), without installing generated projects (-m 'not slow').
+test-fast:
+	KEEL_MATRIX=smoke $(UV) run pytest -n $(JOBS) -m 'not slow'
+
+# Render the embedded default into ./demo-service, run its tests and serve a few requests.
+demo: bootstrap
+	UV="$(UV)" bash scripts/demo
