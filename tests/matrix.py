@@ -1,0 +1,238 @@
+"""The matrix of answers the template's tests render, built from copier.yml's own choices.
+
+Each axis is one concern of the generated service; its first question is always part of a
+combination, the questions after it (a task queue's broker) only where their `when` holds for
+that combination. A choice that copier.yml disables for a combination (a per-choice `validator`)
+is left out, so the matrix grows by itself as copier.yml offers more choices.
+
+Ids read like the answers: `sqlite-memory-none-prometheus`, `postgresql-redis-celery:rabbitmq-none`.
+The smoke subset is the smallest set of combinations, the default one included, that together
+use every choice at least once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIER_YML = ROOT / "copier.yml"
+
+# Concerns in id order; a question copier.yml does not ask (yet) is skipped.
+AXES: tuple[tuple[str, ...], ...] = (
+    ("database",),
+    ("cache",),
+    ("task_queue", "queue_broker"),
+    ("metrics",),
+)
+
+# Every render answers these; 3.11 is the interpreter every machine running the suite has.
+BASE_ANSWERS: dict[str, Any] = {"project_name": "Keel Probe", "python_version": "3.11"}
+
+# Local servers a choice needs: (question, choice) -> (service name, port on 127.0.0.1).
+SERVICES: dict[tuple[str, str], tuple[str, int]] = {
+    ("database", "postgresql"): ("PostgreSQL", 5432),
+    ("database", "mysql"): ("MariaDB", 3306),
+    ("cache", "redis"): ("Redis", 6379),
+    ("task_queue", "arq"): ("Redis", 6379),
+    ("queue_broker", "redis"): ("Redis", 6379),
+    ("queue_broker", "rabbitmq"): ("RabbitMQ", 5672),
+}
+
+_FALSE_WORDS = {"", "false", "no", "off", "n", "none", "null", "~"}
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One combination of answers to the matrix questions."""
+
+    answers: tuple[tuple[str, Any], ...]
+    id: str
+
+    def data(self, **overrides: Any) -> dict[str, Any]:
+        """The answers to render this combination with."""
+        return {**BASE_ANSWERS, **dict(self.answers), **overrides}
+
+    def choices(self) -> set[tuple[str, Any]]:
+        """The (question, choice) pairs this combination uses."""
+        return set(self.answers)
+
+    def services(self) -> list[tuple[str, int]]:
+        """Local servers this combination's generated service talks to, without duplicates."""
+        needed = {SERVICES[pair] for pair in self.answers if pair in SERVICES}
+        return sorted(needed, key=lambda service: service[1])
+
+
+@cache
+def questions() -> dict[str, dict[str, Any]]:
+    """copier.yml's questions (keys not starting with an underscore), in file order."""
+    config: dict[str, Any] = {}
+    for document in yaml.safe_load_all(COPIER_YML.read_text(encoding="utf-8")):
+        config.update(document or {})
+    return {
+        name: spec if isinstance(spec, dict) else {"default": spec}
+        for name, spec in config.items()
+        if not name.startswith("_")
+    }
+
+
+def _jinja() -> Environment:
+    # copier.yml expressions use filters (regex_search, ...) from copier's default extension.
+    return Environment(extensions=["jinja2_ansible_filters.AnsibleCoreFiltersExtension"])
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    try:
+        return float(text) != 0
+    except ValueError:
+        return text not in _FALSE_WORDS
+
+
+def _render(expression: Any, context: Mapping[str, Any]) -> Any:
+    if not isinstance(expression, str):
+        return expression
+    return _jinja().from_string(expression).render(**context)
+
+
+def choice_values(name: str) -> list[tuple[Any, str]]:
+    """Each choice of a question as (value, per-choice validator or "")."""
+    raw = questions()[name].get("choices", [])
+    items = raw.values() if isinstance(raw, dict) else raw
+    values: list[tuple[Any, str]] = []
+    for item in items:
+        if isinstance(item, dict):
+            values.append((item["value"], item.get("validator", "")))
+        elif isinstance(item, list | tuple):
+            values.append((item[1], ""))
+        else:
+            values.append((item, ""))
+    return values
+
+
+def is_asked(name: str, context: Mapping[str, Any]) -> bool:
+    """Whether copier asks this question, given the answers so far."""
+    return _truthy(_render(questions()[name].get("when", True), context))
+
+
+def default(name: str, context: Mapping[str, Any]) -> Any:
+    """The question's default, rendered with the answers so far."""
+    return _render(questions()[name].get("default"), context)
+
+
+def _offered(name: str, context: Mapping[str, Any]) -> list[Any]:
+    return [
+        value
+        for value, validator in choice_values(name)
+        if not str(_render(validator, {**context, name: value})).strip()
+    ]
+
+
+def _expand(axis: tuple[str, ...], context: dict[str, Any]) -> Iterator[list[tuple[str, Any]]]:
+    """The possible answers to one axis, given the answers to the axes before it."""
+    partials: list[list[tuple[str, Any]]] = [[]]
+    for position, name in enumerate(axis):
+        if name not in questions():
+            continue
+        grown = []
+        for answers in partials:
+            known = {**context, **dict(answers)}
+            if is_asked(name, known):
+                grown += [[*answers, (name, value)] for value in _offered(name, known)]
+            elif position == 0:
+                # Not asked but still answered, by its default: part of every id.
+                grown.append([*answers, (name, default(name, known))])
+            else:
+                grown.append(answers)
+        partials = grown
+    yield from partials
+
+
+def _axis_id(axis: tuple[str, ...], answers: Mapping[str, Any]) -> str:
+    return ":".join(str(answers[name]) for name in axis if name in answers)
+
+
+@cache
+def full_matrix() -> tuple[Combo, ...]:
+    """Every combination copier.yml accepts, the default one first."""
+    combos: list[list[tuple[str, Any]]] = [[]]
+    for axis in AXES:
+        combos = [
+            answers + tail
+            for answers in combos
+            for tail in _expand(axis, {**BASE_ANSWERS, **dict(answers)})
+        ]
+    result = []
+    for answers in combos:
+        by_name = dict(answers)
+        combo_id = "-".join(part for part in (_axis_id(axis, by_name) for axis in AXES) if part)
+        result.append(Combo(answers=tuple(answers), id=combo_id))
+    first = default_combo_of(result)
+    return (first, *(combo for combo in result if combo != first))
+
+
+def default_combo_of(combos: list[Combo]) -> Combo:
+    """The combination copier renders when only the base answers are given."""
+    context: dict[str, Any] = dict(BASE_ANSWERS)
+    for name in questions():
+        if name not in context:
+            context[name] = default(name, context)
+    for combo in combos:
+        if all(str(context.get(name)) == str(value) for name, value in combo.answers):
+            return combo
+    return combos[0]
+
+
+def default_combo() -> Combo:
+    """The combination copier renders when only the base answers are given."""
+    return full_matrix()[0]
+
+
+@cache
+def smoke_matrix() -> tuple[Combo, ...]:
+    """The fewest combinations, the default one among them, that use every choice at least once."""
+    combos = full_matrix()
+    first = combos[0]
+    uncovered = set().union(*(combo.choices() for combo in combos)) - first.choices()
+    for size in range(len(combos)):
+        cover = _cover(uncovered, combos[1:], size)
+        if cover is not None:
+            return (first, *cover)
+    raise AssertionError("unreachable: the whole matrix covers every choice")
+
+
+def _cover(
+    uncovered: set[tuple[str, Any]], candidates: tuple[Combo, ...], size: int
+) -> list[Combo] | None:
+    """At most `size` candidates that together use every uncovered choice, or None."""
+    if not uncovered:
+        return []
+    # A combination answers each question once, so a question with more unused choices than
+    # combinations left cannot be covered.
+    per_question: dict[str, int] = {}
+    for question, _ in uncovered:
+        per_question[question] = per_question.get(question, 0) + 1
+    if max(per_question.values()) > size:
+        return None
+    # Branch on the choice the fewest candidates use; try the most useful candidates first.
+    rarest = min(uncovered, key=lambda pair: sum(pair in c.choices() for c in candidates))
+    using = [combo for combo in candidates if rarest in combo.choices()]
+    using.sort(key=lambda combo: len(combo.choices() & uncovered), reverse=True)
+    for combo in using:
+        rest = _cover(uncovered - combo.choices(), candidates, size - 1)
+        if rest is not None:
+            return [combo, *rest]
+    return None
+
+
+def python_versions() -> list[str]:
+    """The python_version choices copier.yml offers."""
+    return [str(value) for value, _ in choice_values("python_version")]

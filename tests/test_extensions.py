@@ -1,0 +1,302 @@
+"""The Jinja extensions: the connection budget they share with the generated service, and hooks."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import sys
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jinja2 import Environment
+from matrix import ROOT
+
+
+def _load_extensions() -> ModuleType:
+    name = "keel_extensions"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "extensions" / "keel.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+keel = _load_extensions()
+budget = keel.load_budget_module()
+compute_budget = budget.compute_budget
+BudgetError = budget.BudgetError
+
+# The ranges copier.yml's validators accept.
+MAX_CONNECTIONS = 100_000
+replicas = st.integers(1, 64)
+web_workers = st.integers(1, 64)
+queue_workers = st.integers(0, 256)
+db_cpu_cores = st.integers(1, 256)
+
+
+@st.composite
+def deployments(draw: st.DrawFn, fits: bool | None = None) -> dict[str, int]:
+    """compute_budget's arguments as copier.yml accepts them (reserved < max_connections).
+
+    fits=True draws only deployments with at least two connections per process, fits=False only
+    those with fewer, None any.
+    """
+    arguments = {
+        "replicas": draw(replicas),
+        "web_workers": draw(web_workers),
+        "queue_workers": draw(queue_workers),
+        "db_cpu_cores": draw(db_cpu_cores),
+    }
+    processes = arguments["replicas"] * arguments["web_workers"] + arguments["queue_workers"]
+    if fits is None:
+        max_connections = draw(st.integers(2, MAX_CONNECTIONS))
+        reserved = draw(st.integers(0, max_connections - 1))
+    else:
+        least_fitting = 2 * processes
+        if fits:
+            reserved = draw(st.integers(0, MAX_CONNECTIONS - least_fitting))
+            available = draw(st.integers(least_fitting, MAX_CONNECTIONS - reserved))
+        else:
+            available = draw(st.integers(1, least_fitting - 1))
+            reserved = draw(st.integers(0 if available >= 2 else 1, MAX_CONNECTIONS - available))
+        max_connections = available + reserved
+    return {**arguments, "max_connections": max_connections, "reserved_connections": reserved}
+
+
+def _budget(
+    replicas: int = 1,
+    web_workers: int = 2,
+    queue_workers: int = 0,
+    max_connections: int = 100,
+    reserved_connections: int = 10,
+    db_cpu_cores: int = 2,
+) -> Any:
+    return compute_budget(
+        replicas=replicas,
+        web_workers=web_workers,
+        queue_workers=queue_workers,
+        max_connections=max_connections,
+        reserved_connections=reserved_connections,
+        db_cpu_cores=db_cpu_cores,
+    )
+
+
+def test_sqlite_defaults_budget() -> None:
+    result = _budget(max_connections=20, reserved_connections=2)
+    assert (result.processes, result.available, result.per_process) == (2, 18, 9)
+    # 2 x 2 cores + 1 = 5 useful connections spread over 2 processes, rounded up.
+    assert (result.pool_size, result.max_overflow) == (3, 6)
+
+
+def test_sqlalchemy_default_would_overflow_but_budget_fits() -> None:
+    # 3 replicas x 4 workers with SQLAlchemy's 5 + 10 would ask for 180 of PostgreSQL's 100.
+    result = _budget(replicas=3, web_workers=4, max_connections=100, reserved_connections=10)
+    assert result.processes == 12
+    assert result.per_process == 7
+    assert (result.pool_size, result.max_overflow) == (2, 5)
+    assert result.processes * (result.pool_size + result.max_overflow) <= 90
+
+
+def test_queue_workers_count_in_budget() -> None:
+    result = _budget(replicas=2, web_workers=2, queue_workers=4, max_connections=50)
+    assert result.processes == 8
+    assert result.per_process == 40 // 8
+
+
+def test_many_cores_pool_size_capped_by_share() -> None:
+    result = _budget(replicas=3, web_workers=4, db_cpu_cores=64)
+    assert result.pool_size == result.per_process == 7
+    assert result.max_overflow == 0
+
+
+def test_describe_is_one_line_with_the_numbers() -> None:
+    line = _budget(max_connections=20, reserved_connections=2).describe()
+    assert "\n" not in line
+    assert "2 processes" in line
+    assert "pool_size 3" in line
+    assert "max_overflow 6" in line
+    assert "18 available" in line
+
+
+def test_budget_error_is_a_value_error() -> None:
+    # copier.yml's budget_problem and pydantic validators both rely on this.
+    assert issubclass(BudgetError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("replicas", 0),
+        ("web_workers", 0),
+        ("queue_workers", -1),
+        ("max_connections", 0),
+        ("reserved_connections", -1),
+        ("db_cpu_cores", 0),
+    ],
+)
+def test_out_of_range_input_is_refused(field: str, value: int) -> None:
+    arguments = {
+        "replicas": 1,
+        "web_workers": 1,
+        "queue_workers": 0,
+        "max_connections": 100,
+        "reserved_connections": 0,
+        "db_cpu_cores": 1,
+        field: value,
+    }
+    with pytest.raises(BudgetError, match=f"{field} must be at least"):
+        compute_budget(**arguments)
+
+
+def test_too_small_budget_message() -> None:
+    with pytest.raises(BudgetError) as error:
+        _budget(
+            replicas=3, web_workers=4, queue_workers=2, max_connections=30, reserved_connections=10
+        )
+    message = str(error.value)
+    assert "\n" not in message
+    assert "14 processes" in message
+    assert "need at least 28 connections" in message
+    assert "leaves 20" in message
+    assert "at most 10" in message
+    assert "raise max_connections to 38" in message
+    assert "PgBouncer" in message
+
+
+def _assert_within_budget(arguments: dict[str, int], result: Any) -> None:
+    processes = arguments["replicas"] * arguments["web_workers"] + arguments["queue_workers"]
+    available = arguments["max_connections"] - arguments["reserved_connections"]
+    assert result.processes == processes
+    assert result.available == available
+    assert processes * (result.pool_size + result.max_overflow) <= available
+    assert result.pool_size >= 2
+    assert result.max_overflow >= 0
+    assert result.pool_size <= result.per_process
+    assert result.pool_size + result.max_overflow == result.per_process
+
+
+@given(deployments())
+def test_any_accepted_answer_fits_or_is_refused(arguments: dict[str, int]) -> None:
+    processes = arguments["replicas"] * arguments["web_workers"] + arguments["queue_workers"]
+    available = arguments["max_connections"] - arguments["reserved_connections"]
+    if available // processes < 2:
+        with pytest.raises(BudgetError, match="connection budget too small"):
+            compute_budget(**arguments)
+    else:
+        _assert_within_budget(arguments, compute_budget(**arguments))
+
+
+@given(deployments(fits=True))
+def test_budget_never_exceeds_available_connections(arguments: dict[str, int]) -> None:
+    result = compute_budget(**arguments)
+    _assert_within_budget(arguments, result)
+    # pool_size covers the database's useful parallelism where each process's share allows it.
+    useful_share = math.ceil((2 * arguments["db_cpu_cores"] + 1) / result.processes)
+    assert result.pool_size == min(max(useful_share, 2), result.per_process)
+
+
+@given(deployments(fits=False))
+def test_too_small_budget_is_refused_with_working_proposals(arguments: dict[str, int]) -> None:
+    processes = arguments["replicas"] * arguments["web_workers"] + arguments["queue_workers"]
+    with pytest.raises(BudgetError) as error:
+        compute_budget(**arguments)
+
+    message = str(error.value)
+    assert "\n" not in message
+    assert "PgBouncer" in message
+    raised = re.search(r"raise max_connections to (\d+)", message)
+    fewer = re.search(r"at most (\d+)", message)
+    assert raised, message
+    assert fewer, message
+
+    # The proposed max_connections really fits the same deployment.
+    proposed = {**arguments, "max_connections": int(raised.group(1))}
+    assert proposed["max_connections"] > arguments["max_connections"]
+    _assert_within_budget(proposed, compute_budget(**proposed))
+
+    # So does the proposed number of processes, when it leaves any, and it is the most that fits.
+    most_processes = int(fewer.group(1))
+    assert most_processes < processes
+    fewer_processes = {
+        **arguments,
+        "replicas": 1,
+        "web_workers": most_processes,
+        "queue_workers": 0,
+    }
+    if most_processes >= 1:
+        _assert_within_budget(fewer_processes, compute_budget(**fewer_processes))
+    with pytest.raises(BudgetError):
+        compute_budget(**{**fewer_processes, "web_workers": most_processes + 1})
+
+
+def test_budget_problem_is_empty_when_the_deployment_fits() -> None:
+    assert keel.budget_problem(1, 2, 0, 20, 2) == ""
+
+
+def test_budget_problem_is_the_refusal_when_it_does_not() -> None:
+    problem = keel.budget_problem(3, 4, 0, 20, 2)
+    assert problem.startswith("connection budget too small: 12 processes")
+    assert "\n" not in problem
+
+
+def test_budget_problem_accepts_answers_still_given_as_strings() -> None:
+    # Validators may see answers that copier has not cast yet.
+    assert keel.budget_problem("1", "2", "0", "20", "2") == ""
+
+
+def test_budget_problem_reports_unusable_answers_instead_of_raising() -> None:
+    assert keel.budget_problem("many", 2, 0, 20, 2) != ""
+
+
+def test_validator_global_is_registered() -> None:
+    environment = Environment(extensions=[keel.KeelGlobals])
+    rendered = environment.from_string("{{ budget_problem(1, 64, 0, 20, 2) }}").render()
+    assert rendered.startswith("connection budget too small")
+
+
+def _context(**answers: Any) -> dict[str, Any]:
+    return {
+        "_copier_phase": "render",
+        "python_version": "3.12",
+        "database": "sqlite",
+        "cache": "memory",
+        "metrics": "prometheus",
+        "replicas": 1,
+        "web_workers": 2,
+        "queue_workers": 0,
+        "db_max_connections": 20,
+        "db_reserved_connections": 2,
+        "db_cpu_cores": 2,
+        **answers,
+    }
+
+
+def test_context_hook_derives_values() -> None:
+    context = _context()
+    keel.ContextUpdater(Environment()).hook(context)
+    assert context["python_target"] == "py312"
+    assert context["has_database"] is True
+    assert context["has_cache"] is True
+    assert context["has_metrics"] is True
+    assert context["budget"] == _budget(max_connections=20, reserved_connections=2)
+
+
+def test_context_hook_without_database_has_no_budget() -> None:
+    context = _context(database="none", cache="none", metrics="none")
+    keel.ContextUpdater(Environment()).hook(context)
+    assert context["has_database"] is False
+    assert context["has_cache"] is False
+    assert context["has_metrics"] is False
+    assert context["budget"] is None
+
+
+def test_context_hook_leaves_the_prompt_phase_alone() -> None:
+    # While copier prompts, later answers are missing.
+    context = {"_copier_phase": "prompt", "python_version": "3.12"}
+    keel.ContextUpdater(Environment()).hook(context)
+    assert context == {"_copier_phase": "prompt", "python_version": "3.12"}

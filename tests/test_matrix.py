@@ -1,0 +1,154 @@
+"""The matrix builder: combinations, ids and the smoke subset come from copier.yml's choices."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import matrix
+import pytest
+
+# The questions DESIGN.md plans, with the shapes copier.yml may give them: a `when` on the broker
+# and a per-choice validator that disables arq without a Redis server.
+PLANNED = """\
+_subdirectory: template
+project_name:
+  type: str
+database:
+  type: str
+  default: postgresql
+  choices:
+    PostgreSQL: postgresql
+    MySQL: mysql
+    SQLite: sqlite
+    None: none
+cache:
+  type: str
+  default: redis
+  choices:
+    Redis: redis
+    Memory: memory
+    None: none
+task_queue:
+  type: str
+  default: none
+  choices:
+    None: none
+    arq:
+      value: arq
+      validator: "{% if cache != 'redis' %}arq needs Redis: choose cache=redis{% endif %}"
+    Celery: celery
+    Dramatiq: dramatiq
+queue_broker:
+  type: str
+  default: redis
+  when: "{{ task_queue in ['celery', 'dramatiq'] }}"
+  choices:
+    Redis: redis
+    RabbitMQ: rabbitmq
+metrics:
+  type: str
+  default: prometheus
+  choices: [prometheus, none]
+"""
+
+
+def _clear_caches() -> None:
+    for cached in (matrix.questions, matrix.full_matrix, matrix.smoke_matrix):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    copier_yml = tmp_path / "copier.yml"
+    copier_yml.write_text(PLANNED, encoding="utf-8")
+    monkeypatch.setattr(matrix, "COPIER_YML", copier_yml)
+    _clear_caches()
+    yield
+    _clear_caches()
+
+
+@pytest.mark.usefixtures("planned")
+def test_planned_matrix_expands_brokers_and_drops_disabled_choices() -> None:
+    ids = [combo.id for combo in matrix.full_matrix()]
+    # 4 databases x 2 metrics x (3 caches x (none + celery:2 + dramatiq:2) + arq with redis only)
+    assert len(ids) == 4 * 2 * (3 * 5 + 1)
+    assert len(set(ids)) == len(ids)
+    assert ids[0] == "postgresql-redis-none-prometheus"
+    assert "postgresql-redis-celery:rabbitmq-prometheus" in ids
+    assert "mysql-memory-dramatiq:redis-none" in ids
+    assert "sqlite-redis-arq-none" in ids
+    assert not any("arq:" in combo_id for combo_id in ids)
+    assert not any(combo_id.startswith("none-memory-arq") for combo_id in ids)
+
+
+@pytest.mark.usefixtures("planned")
+def test_planned_combination_answers_and_services() -> None:
+    combo = next(c for c in matrix.full_matrix() if c.id == "mysql-redis-celery:rabbitmq-none")
+    assert combo.data() == {
+        **matrix.BASE_ANSWERS,
+        "database": "mysql",
+        "cache": "redis",
+        "task_queue": "celery",
+        "queue_broker": "rabbitmq",
+        "metrics": "none",
+    }
+    assert combo.services() == [("MariaDB", 3306), ("RabbitMQ", 5672), ("Redis", 6379)]
+    arq = next(c for c in matrix.full_matrix() if c.id == "none-redis-arq-prometheus")
+    assert "queue_broker" not in arq.data()
+
+
+@pytest.mark.usefixtures("planned")
+def test_planned_smoke_subset_covers_every_choice_with_few_combinations() -> None:
+    smoke = matrix.smoke_matrix()
+    used = set().union(*(combo.choices() for combo in smoke))
+    every = set().union(*(combo.choices() for combo in matrix.full_matrix()))
+    assert used == every
+    assert smoke[0] == matrix.default_combo()
+    # database and task_queue have 4 choices each, and 4 combinations can cover everything.
+    assert len(smoke) == 4
+
+
+def test_current_matrix_is_built_from_copier_yml() -> None:
+    combos = matrix.full_matrix()
+    for question in ("database", "cache", "metrics"):
+        offered = {value for value, _ in matrix.choice_values(question)}
+        assert {dict(combo.answers)[question] for combo in combos} == offered
+    assert combos[0] == matrix.default_combo()
+    smoke = matrix.smoke_matrix()
+    assert set().union(*(c.choices() for c in smoke)) == set().union(*(c.choices() for c in combos))
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("required", "outcome"), [("", pytest.skip.Exception), ("1", pytest.fail.Exception)]
+)
+def test_unreachable_service_skips_or_fails(
+    monkeypatch: pytest.MonkeyPatch,
+    require_services: Callable[[matrix.Combo], None],
+    required: str,
+    outcome: type[BaseException],
+) -> None:
+    monkeypatch.setitem(matrix.SERVICES, ("database", "probe"), ("Probe", _closed_port()))
+    monkeypatch.setenv("KEEL_REQUIRE_SERVICES", required)
+    combo = matrix.Combo(answers=(("database", "probe"),), id="probe")
+    with pytest.raises(outcome, match=r"probe needs Probe on 127\.0\.0\.1:\d+"):
+        require_services(combo)
+
+
+def test_reachable_service_is_required_quietly(
+    monkeypatch: pytest.MonkeyPatch, require_services: Callable[[matrix.Combo], None]
+) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = int(server.getsockname()[1])
+        monkeypatch.setitem(matrix.SERVICES, ("database", "probe"), ("Probe", port))
+        monkeypatch.setenv("KEEL_REQUIRE_SERVICES", "1")
+        require_services(matrix.Combo(answers=(("database", "probe"),), id="probe"))

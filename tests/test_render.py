@@ -1,0 +1,155 @@
+"""Every combination renders clean: no Jinja left over, parseable config, tidy text, ruff-clean.
+
+Rendering is in-process with copie (under a second per combination); ruff is the one in keel's
+own dev environment, run with the rendered project's configuration.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import yaml
+from matrix import Combo, default_combo
+
+if TYPE_CHECKING:
+    from conftest import Render
+
+# Jinja delimiters left in the output. `${{ }}` (GitHub Actions, compose) and `${#var}` (shell) are
+# not Jinja; a closing `}}` counts only after a space, as in `{{ name }}`, since nested Python
+# literals such as {"a": {"b": 1}} legitimately end in `}}`.
+LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|(?<!\$)\{#|%\}|#\}|\s\}\}")
+GITHUB_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+
+# Files that are empty by convention.
+MAY_BE_EMPTY = {"py.typed"}
+
+
+def _files(project: Path) -> list[Path]:
+    return sorted(path for path in project.rglob("*") if path.is_file())
+
+
+def _text_problems(relative: str, content: str) -> list[str]:
+    problems = []
+    for number, line in enumerate(content.split("\n"), start=1):
+        if LEFTOVER.search(GITHUB_EXPRESSION.sub("", line)):
+            problems.append(f"{relative}:{number}: Jinja left over: {line.strip()!r}")
+        if line != line.rstrip():
+            problems.append(f"{relative}:{number}: trailing whitespace")
+    if not content:
+        if Path(relative).name not in MAY_BE_EMPTY:
+            problems.append(f"{relative}: empty file")
+    elif not content.endswith("\n"):
+        problems.append(f"{relative}: no newline at end of file")
+    elif content.endswith("\n\n"):
+        problems.append(f"{relative}: blank line(s) at end of file")
+    return problems
+
+
+def _parse_problems(path: Path, relative: str, content: str) -> list[str]:
+    try:
+        if path.suffix in {".yml", ".yaml"}:
+            list(yaml.safe_load_all(content))
+        elif path.suffix == ".toml":
+            tomllib.loads(content)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
+        return [f"{relative}: does not parse: {error}"]
+    return []
+
+
+def file_problems(project: Path) -> list[str]:
+    """Every problem found in the rendered files, one line each."""
+    problems = []
+    for path in _files(project):
+        relative = path.relative_to(project).as_posix()
+        if LEFTOVER.search(relative):
+            problems.append(f"{relative}: Jinja left over in the file name")
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # a binary file: nothing textual to check
+        problems += _text_problems(relative, content)
+        problems += _parse_problems(path, relative, content)
+    return problems
+
+
+def ruff(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run keel's ruff on the rendered project, with the project's own configuration."""
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *arguments, "--no-cache", "."],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def assert_clean(project: Path) -> None:
+    """The whole set of render checks on one rendered project."""
+    assert (project / "pyproject.toml").is_file(), "no pyproject.toml rendered"
+    problems = file_problems(project)
+    assert not problems, "\n".join(problems)
+    for arguments in (("check",), ("format", "--check", "--diff")):
+        completed = ruff(project, *arguments)
+        assert completed.returncode == 0, (
+            f"ruff {' '.join(arguments)} failed:\n{completed.stdout}{completed.stderr}"
+        )
+
+
+def test_combination_renders_clean(render: Render, combo: Combo) -> None:
+    project = render(combo.data())
+    assert_clean(project)
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    for question, answer in combo.data().items():
+        if question in recorded:
+            assert recorded[question] == answer, question
+
+
+@pytest.mark.smoke
+def test_python_version_renders_clean(render: Render, python_version: str) -> None:
+    assert_clean(render(default_combo().data(python_version=python_version)))
+
+
+def test_leftover_pattern() -> None:
+    # Guards the checks above: what they must flag and what they must let through.
+    for leftover in ("{{ name }}", "{% if x %}", "{# note #}", "x %}", "name }}"):
+        assert LEFTOVER.search(leftover), leftover
+    for legitimate in ('{"a": {"b": 1}}', "${#items[@]}", 'f"{value}"', "{}"):
+        assert not LEFTOVER.search(legitimate), legitimate
+    assert not LEFTOVER.search(GITHUB_EXPRESSION.sub("", "run: echo ${{ github.sha }}"))
+
+
+def test_file_checks_flag_each_kind_of_problem(tmp_path: Path) -> None:
+    files = {
+        "ok.py": "x = 1\n",
+        "py.typed": "",
+        "empty.py": "",
+        "no_newline.py": "x = 1",
+        "blank_end.py": "x = 1\n\n",
+        "spaces.py": "x = 1 \n",
+        "leftover.py": "name = '{{ package_name }}'\n",
+        "bad.yml": "key: [unclosed\n",
+        "bad.toml": "key = \n",
+        "{% if x %}name.py": "x = 1\n",
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    problems = "\n".join(file_problems(tmp_path))
+    for expected in (
+        "empty.py: empty file",
+        "no_newline.py: no newline",
+        "blank_end.py: blank line",
+        "spaces.py:1: trailing whitespace",
+        "leftover.py:1: Jinja left over",
+        "bad.yml: does not parse",
+        "bad.toml: does not parse",
+        "name.py: Jinja left over in the file name",
+    ):
+        assert expected in problems
+    assert "ok.py" not in problems
+    assert "py.typed" not in problems
