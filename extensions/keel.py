@@ -28,6 +28,26 @@ def load_budget_module() -> ModuleType:
     return module
 
 
+DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "mysql": "mysql+asyncmy",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def default_database_url(context: dict[str, Any]) -> str:
+    """The DATABASE_URL a fresh checkout uses: the local server, or a file next to the code."""
+    database = context["database"]
+    if database == "postgresql":
+        port = 6432 if context["db_pgbouncer"] else 5432
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{context['package_name']}"
+    if database == "mysql":
+        return f"mysql+asyncmy://root@127.0.0.1:3306/{context['package_name']}"
+    if database == "sqlite":
+        return f"sqlite+aiosqlite:///./{context['project_slug']}.db"
+    return ""
+
+
 def budget_problem(
     replicas: Any,
     web_workers: Any,
@@ -70,8 +90,12 @@ class ContextUpdater(ContextHook):
         context["has_database"] = context["database"] != "none"
         context["has_cache"] = context["cache"] != "none"
         context["has_metrics"] = context["metrics"] == "prometheus"
+        context["db_pgbouncer"] = bool(context.get("db_pgbouncer", False))
+        context["has_pool"] = context["has_database"] and not context["db_pgbouncer"]
+        context["database_driver"] = DRIVERS.get(context["database"], "")
+        context["default_database_url"] = default_database_url(context)
         context["budget"] = None
-        if context["has_database"]:
+        if context["has_pool"]:
             context["budget"] = load_budget_module().compute_budget(
                 replicas=context["replicas"],
                 web_workers=context["web_workers"],

@@ -26,7 +26,7 @@ COPIER_YML = ROOT / "copier.yml"
 
 # Concerns in id order; a question copier.yml does not ask (yet) is skipped.
 AXES: tuple[tuple[str, ...], ...] = (
-    ("database",),
+    ("database", "db_pgbouncer"),
     ("cache",),
     ("task_queue", "queue_broker"),
     ("metrics",),
@@ -105,7 +105,10 @@ def _render(expression: Any, context: Mapping[str, Any]) -> Any:
 
 def choice_values(name: str) -> list[tuple[Any, str]]:
     """Each choice of a question as (value, per-choice validator or "")."""
-    raw = questions()[name].get("choices", [])
+    spec = questions()[name]
+    if spec.get("type") == "bool" and "choices" not in spec:
+        return [(False, ""), (True, "")]
+    raw = spec.get("choices", [])
     items = raw.values() if isinstance(raw, dict) else raw
     values: list[tuple[Any, str]] = []
     for item in items:
@@ -157,7 +160,18 @@ def _expand(axis: tuple[str, ...], context: dict[str, Any]) -> Iterator[list[tup
 
 
 def _axis_id(axis: tuple[str, ...], answers: Mapping[str, Any]) -> str:
-    return ":".join(str(answers[name]) for name in axis if name in answers)
+    parts = []
+    for name in axis:
+        if name not in answers:
+            continue
+        value = answers[name]
+        if isinstance(value, bool):
+            # A yes/no option reads as its name when on (db_pgbouncer -> pgbouncer), else nothing.
+            if value:
+                parts.append(name.removeprefix("db_"))
+        else:
+            parts.append(str(value))
+    return ":".join(parts)
 
 
 @cache

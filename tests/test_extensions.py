@@ -212,24 +212,27 @@ def test_too_small_budget_is_refused_with_working_proposals(arguments: dict[str,
     raised = re.search(r"raise max_connections to (\d+)", message)
     fewer = re.search(r"at most (\d+)", message)
     assert raised, message
-    assert fewer, message
 
     # The proposed max_connections really fits the same deployment.
     proposed = {**arguments, "max_connections": int(raised.group(1))}
     assert proposed["max_connections"] > arguments["max_connections"]
     _assert_within_budget(proposed, compute_budget(**proposed))
 
-    # So does the proposed number of processes, when it leaves any, and it is the most that fits.
+    # Fewer processes are proposed exactly when some fit, and the number is the most that fits.
+    available = arguments["max_connections"] - arguments["reserved_connections"]
+    if available < 2:
+        assert fewer is None, message
+        return
+    assert fewer, message
     most_processes = int(fewer.group(1))
-    assert most_processes < processes
+    assert 1 <= most_processes < processes
     fewer_processes = {
         **arguments,
         "replicas": 1,
         "web_workers": most_processes,
         "queue_workers": 0,
     }
-    if most_processes >= 1:
-        _assert_within_budget(fewer_processes, compute_budget(**fewer_processes))
+    _assert_within_budget(fewer_processes, compute_budget(**fewer_processes))
     with pytest.raises(BudgetError):
         compute_budget(**{**fewer_processes, "web_workers": most_processes + 1})
 
@@ -262,6 +265,8 @@ def test_validator_global_is_registered() -> None:
 def _context(**answers: Any) -> dict[str, Any]:
     return {
         "_copier_phase": "render",
+        "project_slug": "orders-api",
+        "package_name": "orders_api",
         "python_version": "3.12",
         "database": "sqlite",
         "cache": "memory",
@@ -284,6 +289,18 @@ def test_context_hook_derives_values() -> None:
     assert context["has_cache"] is True
     assert context["has_metrics"] is True
     assert context["budget"] == _budget(max_connections=20, reserved_connections=2)
+    assert context["default_database_url"] == "sqlite+aiosqlite:///./orders-api.db"
+
+
+def test_context_hook_for_postgresql_through_pgbouncer_has_no_pool_budget() -> None:
+    context = _context(database="postgresql", db_pgbouncer=True, db_max_connections=100)
+    keel.ContextUpdater(Environment()).hook(context)
+    assert context["has_pool"] is False
+    assert context["budget"] is None
+    assert context["database_driver"] == "postgresql+asyncpg"
+    assert context["default_database_url"] == (
+        "postgresql+asyncpg://postgres@127.0.0.1:6432/orders_api"
+    )
 
 
 def test_context_hook_without_database_has_no_budget() -> None:

@@ -83,6 +83,12 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "db_reserved_connections",
         "connection budget too small",
     ),
+    (
+        "budget-postgresql-80-processes",
+        {"database": "postgresql", "replicas": 10, "web_workers": 8},
+        "db_max_connections",
+        "lower the process count to at most 50",
+    ),
     ("db-cores-zero", {"db_cpu_cores": 0}, "db_cpu_cores", "between 1 and 256"),
     ("db-cores-too-many", {"db_cpu_cores": 257}, "db_cpu_cores", "between 1 and 256"),
 ]
@@ -116,7 +122,15 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("longest-name", {"project_name": "Orders " + "x" * 41}),  # a 48-character package
     ("description-apostrophe", {"description": "Orders café: it's fast, & <safe>"}),
     ("description-longest", {"description": "x" * 200}),
-    ("budget-exactly-two-per-process", {"web_workers": 9, "db_max_connections": 20}),
+    (
+        "budget-exactly-two-per-process",
+        {"web_workers": 9, "db_max_connections": 20, "db_reserved_connections": 2},
+    ),
+    ("mysql", {"database": "mysql"}),
+    (
+        "postgresql-through-pgbouncer-needs-no-pool-budget",
+        {"db_pgbouncer": True, "web_workers": 64},
+    ),
     ("email-plus", {"author_email": "team+orders@mail.example.org"}),
 ]
 

@@ -67,13 +67,13 @@ def compute_budget(
     if per_process < MIN_CONNECTIONS_PER_PROCESS:
         needed = processes * MIN_CONNECTIONS_PER_PROCESS
         most_processes = max(available // MIN_CONNECTIONS_PER_PROCESS, 0)
+        fewer = f"lower the process count to at most {most_processes}, " if most_processes else ""
         raise BudgetError(
             f"connection budget too small: {processes} processes (replicas {replicas}"
             f" x web_workers {web_workers} + queue_workers {queue_workers}) need at least"
             f" {needed} connections, but max_connections {max_connections} - reserved"
-            f" {reserved_connections} leaves {available}; lower the process count to at most"
-            f" {most_processes}, raise max_connections to {reserved_connections + needed},"
-            " or put PgBouncer in front of a PostgreSQL database"
+            f" {reserved_connections} leaves {available}; {fewer}raise max_connections to"
+            f" {reserved_connections + needed}, or put PgBouncer in front of a PostgreSQL database"
         )
 
     useful_total = 2 * db_cpu_cores + 1
