@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 import re
 import sys
 from types import ModuleType
@@ -89,8 +88,9 @@ def _budget(
 def test_sqlite_defaults_budget() -> None:
     result = _budget(max_connections=20, reserved_connections=2)
     assert (result.processes, result.available, result.per_process) == (2, 18, 9)
-    # 2 x 2 cores + 1 = 5 useful connections spread over 2 processes, rounded up.
-    assert (result.pool_size, result.max_overflow) == (3, 6)
+    # Each process's whole share is its pool; 2 x 2 cores + 1 = 5 is only reported.
+    assert (result.pool_size, result.max_overflow) == (9, 0)
+    assert result.useful_parallelism == 5
 
 
 def test_sqlalchemy_default_would_overflow_but_budget_fits() -> None:
@@ -98,7 +98,7 @@ def test_sqlalchemy_default_would_overflow_but_budget_fits() -> None:
     result = _budget(replicas=3, web_workers=4, max_connections=100, reserved_connections=10)
     assert result.processes == 12
     assert result.per_process == 7
-    assert (result.pool_size, result.max_overflow) == (2, 5)
+    assert (result.pool_size, result.max_overflow) == (7, 0)
     assert result.processes * (result.pool_size + result.max_overflow) <= 90
 
 
@@ -112,15 +112,24 @@ def test_many_cores_pool_size_capped_by_share() -> None:
     result = _budget(replicas=3, web_workers=4, db_cpu_cores=64)
     assert result.pool_size == result.per_process == 7
     assert result.max_overflow == 0
+    assert result.useful_parallelism == 129
+
+
+def test_pool_size_does_not_depend_on_cores() -> None:
+    # Sizing uses only the share; the cores change the reported useful parallelism alone.
+    few, many = _budget(db_cpu_cores=1), _budget(db_cpu_cores=64)
+    assert (few.pool_size, few.max_overflow) == (many.pool_size, many.max_overflow) == (45, 0)
+    assert (few.useful_parallelism, many.useful_parallelism) == (3, 129)
 
 
 def test_describe_is_one_line_with_the_numbers() -> None:
     line = _budget(max_connections=20, reserved_connections=2).describe()
     assert "\n" not in line
     assert "2 processes" in line
-    assert "pool_size 3" in line
-    assert "max_overflow 6" in line
-    assert "18 available" in line
+    assert "pool_size 9" in line
+    assert "max_overflow 0" in line
+    assert "= 18 <= 18 available" in line
+    assert "about 5 queries at once" in line
 
 
 def test_budget_error_is_a_value_error() -> None:
@@ -175,9 +184,9 @@ def _assert_within_budget(arguments: dict[str, int], result: Any) -> None:
     assert result.available == available
     assert processes * (result.pool_size + result.max_overflow) <= available
     assert result.pool_size >= 2
-    assert result.max_overflow >= 0
-    assert result.pool_size <= result.per_process
-    assert result.pool_size + result.max_overflow == result.per_process
+    assert result.pool_size == result.per_process == available // processes
+    assert result.max_overflow == 0
+    assert result.useful_parallelism == 2 * arguments["db_cpu_cores"] + 1
 
 
 @given(deployments())
@@ -195,9 +204,9 @@ def test_any_accepted_answer_fits_or_is_refused(arguments: dict[str, int]) -> No
 def test_budget_never_exceeds_available_connections(arguments: dict[str, int]) -> None:
     result = compute_budget(**arguments)
     _assert_within_budget(arguments, result)
-    # pool_size covers the database's useful parallelism where each process's share allows it.
-    useful_share = math.ceil((2 * arguments["db_cpu_cores"] + 1) / result.processes)
-    assert result.pool_size == min(max(useful_share, 2), result.per_process)
+    # The whole share is the pool: one more connection per process would break the invariant.
+    assert result.processes * (result.pool_size + 1) > result.available
+    assert f"about {result.useful_parallelism} queries at once" in result.describe()
 
 
 @given(deployments(fits=False))

@@ -137,11 +137,11 @@ def budget_example() -> str:
             f"| available | {budget.available} | {max_conn} {MINUS} {reserved} |",
             f"| per-process cap K | {budget.per_process} |"
             f" {budget.available} // {budget.processes} |",
-            f"| `pool_size` | {budget.pool_size} |"
-            f" useful parallelism spread over {budget.processes} processes,"
-            f" at least {module.MIN_CONNECTIONS_PER_PROCESS}, at most K |",
+            f"| `pool_size` | {budget.pool_size} | K, the whole share, opened lazily |",
             f"| `max_overflow` | {budget.max_overflow} |"
-            f" {budget.per_process} {MINUS} {budget.pool_size} |",
+            " none: SQLAlchemy closes an overflow connection as soon as it is returned |",
+            f"| useful parallelism | {budget.useful_parallelism} |"
+            f" 2 {TIMES} {cores} cores + 1, reported, not used for sizing |",
             f"| total at peak | {peak} | {budget.processes} {TIMES} ({budget.pool_size} +"
             f" {budget.max_overflow}) ≤ {budget.available} |",
             "",
