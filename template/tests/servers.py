@@ -1,0 +1,62 @@
+"""Real servers for the tests that need one: gunicorn started as production starts it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+PROJECT_ROOT = Path(__file__).parent.parent
+STARTUP_SECONDS = 30
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_gunicorn(env: dict[str, str], *, workers: int = 2) -> Iterator[str]:
+    """gunicorn with the project's gunicorn.conf.py on a free port; yields its URL once /ready
+    answers 200, then stops it with SIGTERM and checks it shut down cleanly."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        **env,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn"], cwd=PROJECT_ROOT, env=environment
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(base_url, process)
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, "gunicorn did not shut down cleanly"
+
+
+def _wait_until_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "gunicorn exited during startup"
+        try:
+            if httpx.get(f"{base_url}/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn did not become ready within {STARTUP_SECONDS} s")
