@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
+from pydantic import field_validator
 
 CategoryName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
 ProductName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
@@ -42,6 +43,14 @@ class ProductUpdate(BaseModel):
 
     name: ProductName | None = None
     price_cents: PriceCents | None = None
+
+    @field_validator("name", "price_cents")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Leaving a field out keeps it; sending null would try to erase a required column.
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
 
 
 class ProductRead(BaseModel):
