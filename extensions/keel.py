@@ -83,13 +83,19 @@ class ContextUpdater(ContextHook):
     """Values derived from the answers, never asked and never recorded."""
 
     def hook(self, context: dict[str, Any]) -> None:
-        # While copier prompts, later answers are missing and earlier ones may still be strings.
-        if context.get("_copier_phase") == "prompt":
+        # While copier prompts, later answers are missing and earlier ones may still be strings;
+        # a migration's command is rendered before the answers are loaded and needs none of this.
+        if context.get("_copier_phase") in ("prompt", "migrate"):
             return
         context["python_target"] = "py" + str(context["python_version"]).replace(".", "")
         context["has_database"] = context["database"] != "none"
         context["has_cache"] = context["cache"] != "none"
         context["has_metrics"] = context["metrics"] == "prometheus"
+        context["has_queue"] = context["task_queue"] != "none"
+        # arq is Redis-only, so its broker is never asked; without a queue there is none.
+        context["queue_broker"] = {"none": "", "arq": "redis"}.get(
+            context["task_queue"], context.get("queue_broker", "")
+        )
         context["db_pgbouncer"] = bool(context.get("db_pgbouncer", False))
         context["has_pool"] = context["has_database"] and not context["db_pgbouncer"]
         context["database_driver"] = DRIVERS.get(context["database"], "")

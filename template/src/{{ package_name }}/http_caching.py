@@ -1,4 +1,4 @@
-"""HTTP caching of reads: ETag, conditional GET with 304, and Cache-Control."""
+"""HTTP caching of reads: ETag, conditional GET with 304, Cache-Control and Vary."""
 
 import hashlib
 
@@ -6,11 +6,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 NO_STORE = {"cache-control": "no-store"}
+# GZipMiddleware compresses bodies from this size on, and adds Vary: Accept-Encoding to them.
+GZIP_MINIMUM_SIZE = 1024
 
 
 def etag_for(body: bytes) -> str:
-    """A strong validator derived from the exact bytes of the body."""
-    return f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+    """A validator derived from the bytes of the body.
+
+    Weak, because GZipMiddleware may send the same body compressed, and a strong validator must
+    differ between content codings (RFC 9110, 8.8.3). If-None-Match compares weakly anyway.
+    """
+    return f'W/"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
 
 
 def is_fresh(request: Request, etag: str) -> bool:
@@ -22,13 +28,18 @@ def is_fresh(request: Request, etag: str) -> bool:
         return True
     # If-None-Match uses the weak comparison: W/"x" matches "x".
     offered = {candidate.strip().removeprefix("W/") for candidate in header.split(",")}
-    return etag in offered
+    return etag.removeprefix("W/") in offered
 
 
 def cacheable_json(request: Request, body: bytes, *, max_age_seconds: int) -> Response:
     """A public JSON read with its ETag, or an empty 304 when the client's copy is current."""
     etag = etag_for(body)
     headers = {"etag": etag, "cache-control": f"public, max-age={max_age_seconds}"}
+    if len(body) < GZIP_MINIMUM_SIZE:
+        # One URL is sent compressed or not depending on its body's size; every cacheable answer
+        # names Accept-Encoding in Vary so a shared cache keeps the variants apart. GZipMiddleware
+        # adds it to the larger bodies, so it is added here to the smaller ones only.
+        headers["vary"] = "Accept-Encoding"
     if is_fresh(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)

@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import Awaitable
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import APIRouter
@@ -10,10 +11,17 @@ from fastapi import Request
 from fastapi import Response
 from pydantic import BaseModel
 
-ReadinessCheck = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT_SECONDS = 2.0
 
 router = APIRouter(tags=["health"])
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A server the service talks to, and whether the service can serve at all without it."""
+
+    check: Callable[[], Awaitable[None]]
+    is_critical: bool = True
 
 
 class Health(BaseModel):
@@ -21,7 +29,7 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "unavailable"]
+    status: Literal["ready", "degraded", "unavailable"]
     checks: dict[str, str]
 
 
@@ -33,18 +41,25 @@ async def health() -> Health:
 
 @router.get("/ready", responses={503: {"model": Readiness}})
 async def ready(request: Request, response: Response) -> Readiness:
-    """Readiness: checks every configured backend at once and names the ones that fail."""
-    checks: dict[str, ReadinessCheck] = request.app.state.readiness_checks
-    outcomes = await asyncio.gather(*(_outcome(check) for check in checks.values()))
-    results = dict(zip(checks, outcomes, strict=True))
+    """Readiness: checks every backend at once and names the ones that fail.
+
+    A failing critical backend (the database) makes the service unavailable (503); a failing
+    optional one (the cache) leaves it degraded but serving (200).
+    """
+    backends: dict[str, Backend] = request.app.state.backends
+    outcomes = await asyncio.gather(*(_outcome(backend.check) for backend in backends.values()))
+    results = dict(zip(backends, outcomes, strict=True))
     response.headers["cache-control"] = "no-store"
-    if all(outcome == "ok" for outcome in outcomes):
+    failing = [backends[name] for name, outcome in results.items() if outcome != "ok"]
+    if not failing:
         return Readiness(status="ready", checks=results)
+    if not any(backend.is_critical for backend in failing):
+        return Readiness(status="degraded", checks=results)
     response.status_code = 503
     return Readiness(status="unavailable", checks=results)
 
 
-async def _outcome(check: ReadinessCheck) -> str:
+async def _outcome(check: Callable[[], Awaitable[None]]) -> str:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             await check()

@@ -1,7 +1,8 @@
 """On-demand profiling: a request with the right X-Profile-Token gets a pyinstrument profile.
 
-Added only when PROFILING_ENABLED is set; the application's own response is discarded and the
-profile is returned instead, as HTML, or as speedscope JSON with X-Profile-Format: speedscope.
+Added only where profiling is on (Settings.active_profiling_token); the application's own
+response is discarded and the profile is returned instead: HTML by default, speedscope JSON with
+X-Profile-Format: speedscope, plain text for a terminal with X-Profile-Format: text.
 """
 
 import hmac
@@ -40,8 +41,11 @@ class ProfilingMiddleware:
             await self.app(scope, receive, discard)
         finally:
             profiler.stop()
-        if headers.get(b"x-profile-format") == b"speedscope":
+        profile_format = headers.get(b"x-profile-format")
+        if profile_format == b"speedscope":
             profile = Response(profiler.output(SpeedscopeRenderer()), media_type="application/json")
+        elif profile_format == b"text":
+            profile = Response(profiler.output_text(color=False), media_type="text/plain")
         else:
             profile = Response(profiler.output_html(), media_type="text/html")
         profile.headers["cache-control"] = "no-store"

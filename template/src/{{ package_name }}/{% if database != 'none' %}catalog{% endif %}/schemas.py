@@ -30,6 +30,16 @@ class CategorySummary(CategoryRead):
     product_count: int
 
 
+class CategoryStatsRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    category_id: int
+    product_count: int
+    min_price_cents: int | None
+    max_price_cents: int | None
+    refreshed_at: datetime
+
+
 class ProductCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
