@@ -2,10 +2,10 @@
 
 # uv on PATH, or the one `make bootstrap` pip-installs into python3 (not always on PATH).
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-# pytest-xdist workers. The suite is CPU-bound (mypy and each generated project's tests): on a
-# 2-core machine -n 2 and -n 3 take the same time, and more workers only slow each test down.
-# worksteal keeps both workers busy to the end, where the long installs would otherwise queue
-# behind one worker (measured: 2 min against 2.5-3 min with the default scheduling).
+# pytest-xdist workers: one per core. The generated suites start processes of their own
+# (gunicorn, queue workers, redis-server) and time what they do; a third worker on 2 cores made
+# the machine busy enough to slow those past their tests' bounds. worksteal keeps both workers
+# busy to the end, where the long installs would otherwise queue behind one worker.
 JOBS ?= 2
 PYTEST_PARALLEL = -n $(JOBS) --dist worksteal
 

@@ -2,8 +2,8 @@
 
 Each axis is one concern of the generated service; its first question is always part of a
 combination, the questions after it (a task queue's broker) only where their `when` holds for
-that combination. A choice that copier.yml disables for a combination (a per-choice `validator`)
-is left out, so the matrix grows by itself as copier.yml offers more choices.
+that combination. A choice that copier.yml refuses for a combination (a per-choice `validator`, or
+the question's own) is left out, so the matrix grows by itself as copier.yml offers more choices.
 
 Ids read like the answers: `sqlite-memory-none-prometheus`, `postgresql-redis-celery:rabbitmq-none`.
 The smoke subset is the smallest set of combinations, the default one included, that together
@@ -132,10 +132,15 @@ def default(name: str, context: Mapping[str, Any]) -> Any:
 
 
 def _offered(name: str, context: Mapping[str, Any]) -> list[Any]:
+    # A choice is out when its own validator or the question's refuses it, given the answers so far.
+    question_validator = questions()[name].get("validator", "")
     return [
         value
         for value, validator in choice_values(name)
-        if not str(_render(validator, {**context, name: value})).strip()
+        if not any(
+            str(_render(check, {**context, name: value})).strip()
+            for check in (validator, question_validator)
+        )
     ]
 
 
@@ -237,7 +242,11 @@ def _cover(
     if max(per_question.values()) > size:
         return None
     # Branch on the choice the fewest candidates use; try the most useful candidates first.
-    rarest = min(uncovered, key=lambda pair: sum(pair in c.choices() for c in candidates))
+    # Sorted first: ties must break the same way in every pytest-xdist worker, whose string
+    # hashes (and so set orders) differ, or the workers collect different smoke sets.
+    rarest = min(
+        sorted(uncovered, key=repr), key=lambda pair: sum(pair in c.choices() for c in candidates)
+    )
     using = [combo for combo in candidates if rarest in combo.choices()]
     using.sort(key=lambda combo: len(combo.choices() & uncovered), reverse=True)
     for combo in using:

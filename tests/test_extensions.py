@@ -279,6 +279,7 @@ def _context(**answers: Any) -> dict[str, Any]:
         "python_version": "3.12",
         "database": "sqlite",
         "cache": "memory",
+        "task_queue": "none",
         "metrics": "prometheus",
         "replicas": 1,
         "web_workers": 2,
@@ -297,8 +298,26 @@ def test_context_hook_derives_values() -> None:
     assert context["has_database"] is True
     assert context["has_cache"] is True
     assert context["has_metrics"] is True
+    assert context["has_queue"] is False
+    assert context["queue_broker"] == ""
     assert context["budget"] == _budget(max_connections=20, reserved_connections=2)
+
+
+def test_context_hook_gives_arq_its_only_broker() -> None:
+    context = _context(task_queue="arq", cache="redis", queue_workers=2)
+    keel.ContextUpdater(Environment()).hook(context)
+    assert context["has_queue"] is True
+    assert context["queue_broker"] == "redis"
+    assert context["budget"].processes == 4
     assert context["default_database_url"] == "sqlite+aiosqlite:///./orders-api.db"
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_context_hook_keeps_the_broker_chosen_for_dramatiq(broker: str) -> None:
+    context = _context(task_queue="dramatiq", queue_broker=broker, cache="redis", queue_workers=2)
+    keel.ContextUpdater(Environment()).hook(context)
+    assert context["has_queue"] is True
+    assert context["queue_broker"] == broker
 
 
 def test_context_hook_for_postgresql_through_pgbouncer_has_no_pool_budget() -> None:
@@ -326,3 +345,12 @@ def test_context_hook_leaves_the_prompt_phase_alone() -> None:
     context = {"_copier_phase": "prompt", "python_version": "3.12"}
     keel.ContextUpdater(Environment()).hook(context)
     assert context == {"_copier_phase": "prompt", "python_version": "3.12"}
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_context_hook_keeps_the_broker_chosen_for_celery(broker: str) -> None:
+    context = _context(task_queue="celery", queue_broker=broker, cache="redis", queue_workers=3)
+    keel.ContextUpdater(Environment()).hook(context)
+    assert context["has_queue"] is True
+    assert context["queue_broker"] == broker
+    assert context["budget"].processes == 2 + 3  # one replica of 2 web workers, 3 queue workers

@@ -116,6 +116,11 @@ def test_current_matrix_is_built_from_copier_yml() -> None:
         offered = {value for value, _ in matrix.choice_values(question)}
         assert {dict(combo.answers)[question] for combo in combos} == offered
     assert combos[0] == matrix.default_combo()
+    # copier.yml's task_queue validator: a queue's tasks need a database.
+    assert not any(
+        dict(combo.answers)["database"] == "none" and dict(combo.answers)["task_queue"] != "none"
+        for combo in combos
+    )
     smoke = matrix.smoke_matrix()
     assert set().union(*(c.choices() for c in smoke)) == set().union(*(c.choices() for c in combos))
 

@@ -52,6 +52,18 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
     ("web-workers-zero", {"web_workers": 0}, "web_workers", "between 1 and 64"),
     ("web-workers-too-many", {"web_workers": 65}, "web_workers", "between 1 and 64"),
     ("queue-workers-negative", {"queue_workers": -1}, "queue_workers", "between 0 and 256"),
+    (
+        "dramatiq-on-redis-without-redis",
+        {"task_queue": "dramatiq", "queue_broker": "redis", "cache": "memory"},
+        "queue_broker",
+        "uses the project's Redis",
+    ),
+    (
+        "dramatiq-without-database",
+        {"task_queue": "dramatiq", "queue_broker": "rabbitmq", "database": "none"},
+        "task_queue",
+        "needs a database",
+    ),
     ("max-connections-one", {"db_max_connections": 1}, "db_max_connections", "between 2 and"),
     (
         "max-connections-too-many",
@@ -89,8 +101,38 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "db_max_connections",
         "lower the process count to at most 50",
     ),
+    (
+        "arq-without-redis",
+        {"task_queue": "arq", "cache": "memory"},
+        "task_queue",
+        "keeps its jobs in the project's Redis: choose cache=redis",
+    ),
+    (
+        "queue-without-database",
+        {"task_queue": "arq", "database": "none"},
+        "task_queue",
+        "task_queue=arq needs a database",
+    ),
+    (
+        "queue-workers-overflow-the-budget",
+        {"task_queue": "arq", "queue_workers": 80, "db_max_connections": 100},
+        "db_max_connections",
+        "connection budget too small",
+    ),
     ("db-cores-zero", {"db_cpu_cores": 0}, "db_cpu_cores", "between 1 and 256"),
     ("db-cores-too-many", {"db_cpu_cores": 257}, "db_cpu_cores", "between 1 and 256"),
+    (
+        "celery-on-redis-without-redis",
+        {"task_queue": "celery", "queue_broker": "redis", "cache": "memory"},
+        "queue_broker",
+        "uses the project's Redis",
+    ),
+    (
+        "celery-without-database",
+        {"task_queue": "celery", "queue_broker": "rabbitmq", "database": "none"},
+        "task_queue",
+        "needs a database",
+    ),
 ]
 
 # Choices DESIGN.md plans; each one copier.yml does not offer yet must be refused until it is.
@@ -132,6 +174,11 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
         {"db_pgbouncer": True, "web_workers": 64},
     ),
     ("email-plus", {"author_email": "team+orders@mail.example.org"}),
+    ("arq-with-workers", {"task_queue": "arq", "queue_workers": 8}),
+    (
+        "celery-on-rabbitmq-without-redis",
+        {"task_queue": "celery", "queue_broker": "rabbitmq", "cache": "memory"},
+    ),
 ]
 
 
