@@ -47,14 +47,14 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-WRK_SCRIPT = BENCH_DIR / "random_product.lua"
+WRK_SCRIPT = BENCH_DIR / "product_by_id.lua"
 PG_ADMIN = BENCH_DIR / "pg_admin.py"
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
@@ -195,8 +195,9 @@ def run(command: Sequence[str | Path], **kwargs: Any) -> str:
     return str(result.stdout)
 
 
-def render(destination: Path, *, cache: str, vcs_ref: str) -> Path:
-    """Render keel with the benchmark's answers; returns the project directory."""
+def render(destination: Path, *, cache: str, vcs_ref: str, **answers: Any) -> Path:
+    """Render keel with the benchmark's answers (`answers` override them); returns the project
+    directory."""
     import copier  # keel's dev environment has it; imported here so --help works without it
     from copier.errors import DirtyLocalWarning
 
@@ -219,6 +220,7 @@ def render(destination: Path, *, cache: str, vcs_ref: str) -> Path:
                 "metrics": "prometheus",
                 "replicas": 1,
                 "web_workers": 1,
+                **answers,
             },
             defaults=True,
             unsafe=True,
@@ -258,11 +260,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def package_versions(python: Path) -> dict[str, str]:
+def package_versions(python: Path, names: Sequence[str] = VERSIONS_OF) -> dict[str, str]:
     """Versions of the libraries on the read path, in the project's virtualenv."""
     code = (
         "import importlib.metadata as m, json, sys;"
-        f"print(json.dumps({{p: m.version(p) for p in {list(VERSIONS_OF)!r}}}"
+        f"print(json.dumps({{p: m.version(p) for p in {list(names)!r}}}"
         " | {'python': sys.version.split()[0]}))"
     )
     return dict(json.loads(run([python, "-c", code], env=project_env())))
@@ -316,11 +318,12 @@ class Server:
     application_name: str
     database: str
     pool: str
+    is_gunicorn: bool = False
 
     def worker_pid(self) -> int:
-        """The process that serves requests: gunicorn's only worker, or uvicorn itself."""
+        """The process that serves requests: gunicorn's first worker, or uvicorn itself."""
         children = children_of(self.process.pid)
-        return children[0] if self.name == "service" and children else self.process.pid
+        return children[0] if self.is_gunicorn and children else self.process.pid
 
 
 def wait_until_ready(server: Server) -> None:
@@ -341,9 +344,15 @@ def wait_until_ready(server: Server) -> None:
 
 
 def start_service(
-    processes: Processes, project: Path, env: dict[str, str], log: Path, budget: Budget
+    processes: Processes,
+    project: Path,
+    env: dict[str, str],
+    log: Path,
+    budget: Budget,
+    *,
+    name: str = "service",
 ) -> Server:
-    """Start the generated service with its own gunicorn.conf.py, one worker."""
+    """Start the generated service with its own gunicorn.conf.py (WEB_CONCURRENCY workers)."""
     with log.open("wb") as output:
         process = processes.start(
             # python -m, not the venv's gunicorn script, whose #! may name another virtualenv.
@@ -354,7 +363,7 @@ def start_service(
             stderr=subprocess.STDOUT,
         )
     return Server(
-        name="service",
+        name=name,
         process=process,
         url=f"http://{env['HOST']}:{env['PORT']}",
         ready_path="/ready",
@@ -362,16 +371,27 @@ def start_service(
         application_name=env["DB_APPLICATION_NAME"],
         database=env["DATABASE_URL"].rsplit("/", 1)[1],
         pool=budget.describe_pool(),
+        is_gunicorn=True,
     )
 
 
-def start_floor(processes: Processes, python: Path, dsn: str, pool_size: int, log: Path) -> Server:
+def start_floor(
+    processes: Processes,
+    python: Path,
+    dsn: str,
+    pool_size: int,
+    log: Path,
+    *,
+    name: str = "floor",
+    **extra_env: str,
+) -> Server:
     """Start the floor app under uvicorn, one worker, with the project's Python."""
     port = free_port()
     env = project_env(
         FLOOR_DATABASE_URL=dsn,
         FLOOR_POOL_SIZE=str(pool_size),
         FLOOR_APPLICATION_NAME=FLOOR_APP_NAME,
+        **extra_env,
     )
     command: list[str | Path] = [
         python, "-m", "uvicorn", "floor_app:app", "--app-dir", BENCH_DIR,
@@ -381,7 +401,7 @@ def start_floor(processes: Processes, python: Path, dsn: str, pool_size: int, lo
     with log.open("wb") as output:
         process = processes.start(command, env=env, stdout=output, stderr=subprocess.STDOUT)
     return Server(
-        name="floor",
+        name=name,
         process=process,
         url=f"http://{PG_HOST}:{port}",
         ready_path="/products/1",
@@ -412,6 +432,8 @@ class WrkResult:
     timeouts: int
     non_2xx: int
     wrk_cpu_seconds: float
+    # The highest id the script asked for, in sequential order (see product_by_id.lua).
+    last_id: int = 0
 
     @property
     def rps(self) -> float:
@@ -425,14 +447,25 @@ class WrkResult:
 
 
 def run_wrk(
-    url: str, *, connections: int, seconds: float, threads: int, timeout_seconds: float
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int,
+    timeout_seconds: float,
+    ids: Mapping[str, str] | None = None,
 ) -> WrkResult:
-    """Drive `url` with wrk and the random-id script; returns the parsed summary."""
+    """Drive `url` with wrk and the product-id script; returns the parsed summary.
+
+    ids: the script's BENCH_* settings (range, order); by default a random id in 1..10,000.
+    """
     command = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
         f"--timeout={timeout_seconds:g}s", "--latency", "-s", str(WRK_SCRIPT), url,
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(ids or {})}
+    )
     assert process.stdout is not None
     output = process.stdout.read().decode(errors="replace")
     # wait4 rather than wait: it also tells how much CPU wrk itself used.
@@ -456,6 +489,7 @@ def run_wrk(
         timeouts=data["timeout"],
         non_2xx=data["non_2xx_3xx"],
         wrk_cpu_seconds=usage.ru_utime + usage.ru_stime,
+        last_id=data.get("last_id", 0),
     )
 
 
@@ -884,27 +918,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def service_env(
+    database_url: str, metrics_dir: Path, settings: Sequence[str] = ()
+) -> dict[str, str]:
+    """The service's environment: one worker in production, on a free port; then NAME=VALUE."""
+    env = project_env(
+        HOST=PG_HOST,
+        PORT=str(free_port()),
+        WEB_CONCURRENCY="1",
+        DATABASE_URL=database_url,
+        DB_APPLICATION_NAME=SERVICE_APP_NAME,
+        ENVIRONMENT="production",
+        LOG_LEVEL="WARNING",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        env[name] = value
+    return env
+
+
+def migrate_and_seed(
+    python: Path, project: Path, env: dict[str, str], dsn: str, products: int
+) -> None:
+    """Create the project's tables with its own migrations, then fill the catalog."""
+    log(f"database {dsn.rsplit('/', 1)[1]}: alembic upgrade head, seed {products:,} products")
+    run([python, "-m", "alembic", "upgrade", "head"], cwd=project, env=env)
+    pg_admin(python, "seed", dsn, "--categories", str(CATEGORIES), "--products", str(products))
+
+
 def serve_and_measure(
     args: argparse.Namespace, project: Path, python: Path, workdir: Path
 ) -> tuple[StackResult, StackResult, Budget]:
     """Seed a fresh database, then benchmark the service and the floor one after the other."""
     with bench_database(python) as database, Processes() as processes:
         url, dsn = database_urls(database)
-        env = project_env(
-            HOST=PG_HOST,
-            PORT=str(free_port()),
-            WEB_CONCURRENCY="1",
-            DATABASE_URL=url,
-            DB_APPLICATION_NAME=SERVICE_APP_NAME,
-            ENVIRONMENT="production",
-            LOG_LEVEL="WARNING",
-            PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"),
-        )
-        env.update(setting.split("=", 1) for setting in args.env)
-        log(f"database {database}: alembic upgrade head, seed {PRODUCTS:,} products")
-        run([python, "-m", "alembic", "upgrade", "head"], cwd=project, env=env)
-        seed = ["--categories", str(CATEGORIES), "--products", str(PRODUCTS)]
-        pg_admin(python, "seed", dsn, *seed)
+        env = service_env(url, workdir / "metrics", args.env)
+        migrate_and_seed(python, project, env, dsn, PRODUCTS)
         budget = service_budget(python, project, env)
         log(budget.line)
 
@@ -931,8 +981,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.profile_dir = args.profile_dir.resolve()
     stop_on_sigterm()
 
-    workdir = Path(tempfile.mkdtemp(prefix="keel-bench-"))
-    try:
+    with scratch_directory("keel-bench-", keep=args.keep) as workdir:
         if args.project is None:
             log(f"rendering keel ({args.vcs_ref}, cache={args.cache}) into {workdir}")
             project = render(workdir, cache=args.cache, vcs_ref=args.vcs_ref)
@@ -949,16 +998,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.env:
             header.append(f"service env: {' '.join(args.env)}")
         report(service, floor, args, header)
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str, *, keep: bool) -> Iterator[Path]:
+    """A temporary directory for the projects and logs, removed at the end unless `keep`."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield workdir
     finally:
-        if args.keep:
+        if keep:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-if __name__ == "__main__":
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's main; Ctrl-C ends it with a short message instead of a traceback."""
     try:
         main()
     except KeyboardInterrupt:
         # Every server was stopped and the database dropped on the way out.
         sys.exit("interrupted")
+
+
+if __name__ == "__main__":
+    run_main(main)

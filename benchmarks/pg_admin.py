@@ -1,6 +1,6 @@
-"""PostgreSQL chores for benchmarks/db_read.py, run with the generated project's Python.
+"""PostgreSQL chores for the benchmarks (db_read.py, cache_read.py), run with the project's Python.
 
-keel's own dev environment has no database driver, so db_read.py runs this file with the
+keel's own dev environment has no database driver, so the benchmarks run this file with the
 generated project's interpreter, which has asyncpg. Every command connects to the admin
 database (`postgres`) unless it says otherwise, so its own connection is never counted as a
 session of the database under test. Each command prints one JSON value on stdout.
@@ -11,6 +11,8 @@ session of the database under test. Each command prints one JSON value on stdout
     info                         the server's version
     sessions NAME                pg_stat_database.sessions of NAME: connections opened so far
     watch NAME SECONDS           sample pg_stat_activity every 0.2 s: backends per application
+    scans DSN TABLE              index and sequential scans of TABLE so far (pg_stat_user_tables),
+                                 on DSN's own database, as its backends last flushed them
 """
 
 import argparse
@@ -63,7 +65,7 @@ async def seed(dsn: str, categories: int, products: int) -> dict[str, int]:
         )
         await connection.execute(
             "INSERT INTO products (id, category_id, name, price_cents, created_at)"
-            " SELECT g, 1 + g % $2::int, 'Product ' || g, (g * 7919) % 100000,"
+            " SELECT g, 1 + g % $2::int, 'Product ' || g, (g::bigint * 7919) % 100000,"
             "        timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute'"
             " FROM generate_series(1, $1::int) AS g",
             products,
@@ -132,6 +134,20 @@ async def watch(name: str, seconds: float) -> dict[str, dict[str, float]]:
     }
 
 
+async def scans(dsn: str, table: str) -> dict[str, int]:
+    """How many index and sequential scans of a table the database has counted."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT idx_scan, seq_scan FROM pg_stat_user_tables WHERE relname = $1", table
+        )
+    finally:
+        await connection.close()
+    if row is None:
+        raise SystemExit(f"no table {table!r}")
+    return {"idx_scan": int(row["idx_scan"] or 0), "seq_scan": int(row["seq_scan"] or 0)}
+
+
 def main() -> None:
     """Run one command and print its result as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -147,6 +163,9 @@ def main() -> None:
     watch_parser = commands.add_parser("watch")
     watch_parser.add_argument("name")
     watch_parser.add_argument("seconds", type=float)
+    scans_parser = commands.add_parser("scans")
+    scans_parser.add_argument("dsn")
+    scans_parser.add_argument("table")
     args = parser.parse_args()
 
     result: Any
@@ -163,6 +182,8 @@ def main() -> None:
             result = asyncio.run(sessions(args.name))
         case "watch":
             result = asyncio.run(watch(args.name, args.seconds))
+        case "scans":
+            result = asyncio.run(scans(args.dsn, args.table))
     print(json.dumps(result))
 
 
