@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 COPIER_YML = ROOT / "copier.yml"
 EXTENSIONS = ROOT / "extensions" / "keel.py"
 
+TESTS = ROOT / "tests"
+
 QUESTIONS_MARKER = "<!-- keel:questions -->"
+MATRIX_MARKER = "<!-- keel:matrix -->"
+BAD_ANSWERS_MARKER = "<!-- keel:bad-answers -->"
 EXAMPLE_MARKER = "<!-- keel:budget-example -->"
 REFUSED_MARKER = "<!-- keel:budget-refused -->"
 
@@ -179,8 +185,66 @@ def budget_refused() -> str:
     )
 
 
+def keel_test_module(name: str) -> ModuleType:
+    """One of keel's test modules (matrix, test_validation), imported as the test suite does."""
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    return importlib.import_module(name)
+
+
+def answer_cell(value: Any) -> str:
+    """An answer as a table cell; a yes/no question reads yes or no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return escape(str(value))
+
+
+def matrix_table() -> str:
+    """Every combination the suite renders, installs and tests, with the servers it needs."""
+    matrix = keel_test_module("matrix")
+    combos = matrix.full_matrix()
+    smoke = set(matrix.smoke_matrix())
+    names = [name for axis in matrix.AXES for name in axis]
+    rows = [
+        f"{len(combos)} combinations; the {len(smoke)} marked smoke run in `make test-fast`.",
+        "",
+        "| Id | " + " | ".join(code(name) for name in names) + " | Servers | Smoke |",
+        "|---|" + "---|" * len(names) + "---|---|",
+    ]
+    for combo in combos:
+        answers = dict(combo.answers)
+        cells = [code(combo.id)]
+        cells += [answer_cell(answers[name]) if name in answers else "" for name in names]
+        cells.append(", ".join(service for service, _ in combo.services()) or "none")
+        cells.append("yes" if combo in smoke else "")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def bad_answers_table() -> str:
+    """Each bad answer of the validation tests, with the message copier really prints."""
+    import copier
+
+    validation = keel_test_module("test_validation")
+    rows = ["| Answers | Message |", "|---|---|"]
+    cases = validation.REFUSED + validation._not_offered_yet()
+    with tempfile.TemporaryDirectory() as scratch:
+        for number, (_, answers, _, _) in enumerate(cases):
+            try:
+                validation._copy(Path(scratch) / str(number), answers)
+            except ValueError as error:
+                message = str(error).strip()
+            else:
+                raise PluginError(f"docs: {answers} was accepted; the validation tests must fail")
+            given = " ".join(code(f"{name}={value!r}") for name, value in answers.items())
+            rows.append(f"| {given} | {escape(message)} |")
+    return "\n".join(rows)
+
+
 GENERATORS = {
     QUESTIONS_MARKER: questions_table,
+    MATRIX_MARKER: matrix_table,
+    BAD_ANSWERS_MARKER: bad_answers_table,
     EXAMPLE_MARKER: budget_example,
     REFUSED_MARKER: budget_refused,
 }
