@@ -7,6 +7,8 @@ UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 # the machine busy enough to slow those past their tests' bounds. worksteal keeps both workers
 # busy to the end, where the long installs would otherwise queue behind one worker.
 JOBS ?= 2
+# keel's own environment keeps its bytecode files, even on a machine that turns them off.
+unexport PYTHONDONTWRITEBYTECODE
 PYTEST_PARALLEL = -n $(JOBS) --dist worksteal
 
 .PHONY: bootstrap ensure-uv test test-fast demo
