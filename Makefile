@@ -1,7 +1,11 @@
 # keel's own entry points. `make bootstrap` once, then `make test` or `make test-fast`.
 
-# uv on PATH, or the one `make bootstrap` pip-installs into python3 (not always on PATH).
-UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+# uv on PATH, or the one `make bootstrap` installs into .tools/, a virtual environment of keel's
+# own: Debian's python3 refuses `pip install` into the system interpreter (PEP 668), and a venv
+# needs only python3-venv, never root.
+PYTHON ?= python3
+TOOLS := .tools
+UV ?= $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 # pytest-xdist workers: one per core. The generated suites start processes of their own
 # (gunicorn, queue workers, redis-server) and time what they do; a third worker on 2 cores made
 # the machine busy enough to slow those past their tests' bounds. worksteal keeps both workers
@@ -14,10 +18,8 @@ PYTEST_PARALLEL = -n $(JOBS) --dist worksteal
 .PHONY: bootstrap ensure-uv test test-fast demo
 
 ensure-uv:
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
-		|| python3 -m pip install --quiet 'uv>=0.5'
+	@PYTHON="$(PYTHON)" TOOLS="$(TOOLS)" bash scripts/ensure-uv
 
-# UV is expanded after ensure-uv has run, so a freshly pip-installed uv is found.
 bootstrap: ensure-uv
 	$(UV) sync
 
