@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 from matrix import Combo, default_combo
+from pymarkdown.api import PyMarkdownApi
 
 if TYPE_CHECKING:
     from conftest import Render
@@ -28,6 +29,17 @@ GITHUB_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
 
 # Files that are empty by convention.
 MAY_BE_EMPTY = {"py.typed"}
+
+# What a render must never contain: bytecode and tool caches, from the template folder or a run.
+CACHE_NAMES = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv"}
+CACHE_SUFFIXES = {".pyc", ".pyo", ".pyd"}
+
+# Markdown: pymarkdown's rules, less MD013 (line length): generated prose keeps a paragraph or a
+# list item on one line, since its sentences are assembled from conditionals. Two structures
+# that Jinja's trim_blocks produces and no linter catches are checked besides: a list item glued
+# to the end of the line before it, and the same table row or list item written twice.
+MARKDOWN_RULES_OFF = ("md013",)
+GLUED_LIST_ITEM = re.compile(r"\S- \*\*\w")
 
 
 def _files(project: Path) -> list[Path]:
@@ -62,11 +74,44 @@ def _parse_problems(path: Path, relative: str, content: str) -> list[str]:
     return []
 
 
+def _markdown_problems(path: Path, relative: str, content: str) -> list[str]:
+    if path.suffix != ".md":
+        return []
+    api = PyMarkdownApi()
+    for rule in MARKDOWN_RULES_OFF:
+        api.disable_rule_by_identifier(rule)
+    scan = api.scan_string(content)
+    problems = [
+        f"{relative}:{failure.line_number}: {failure.rule_id} {failure.rule_description}"
+        for failure in scan.scan_failures
+    ]
+    seen: dict[str, int] = {}
+    in_code = False
+    for number, line in enumerate(content.split("\n"), start=1):
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code:
+            continue
+        if GLUED_LIST_ITEM.search(line):
+            problems.append(f"{relative}:{number}: a list item glued to the line before it")
+        is_item = line.startswith(("- ", "* ")) or (line.startswith("|") and "---" not in line)
+        if is_item and line in seen:
+            problems.append(f"{relative}:{number}: repeats line {seen[line]}: {line[:60]!r}")
+        seen.setdefault(line, number)
+    return problems
+
+
 def file_problems(project: Path) -> list[str]:
     """Every problem found in the rendered files, one line each."""
-    problems = []
+    problems = [
+        f"{path.relative_to(project).as_posix()}: a cache or compiled file"
+        for path in project.rglob("*")
+        if path.name in CACHE_NAMES or path.suffix in CACHE_SUFFIXES
+    ]
     for path in _files(project):
         relative = path.relative_to(project).as_posix()
+        if any(part in CACHE_NAMES for part in path.relative_to(project).parts):
+            continue
         if LEFTOVER.search(relative):
             problems.append(f"{relative}: Jinja left over in the file name")
         try:
@@ -75,6 +120,7 @@ def file_problems(project: Path) -> list[str]:
             continue  # a binary file: nothing textual to check
         problems += _text_problems(relative, content)
         problems += _parse_problems(path, relative, content)
+        problems += _markdown_problems(path, relative, content)
     return problems
 
 
@@ -136,8 +182,14 @@ def test_file_checks_flag_each_kind_of_problem(tmp_path: Path) -> None:
         "bad.yml": "key: [unclosed\n",
         "bad.toml": "key = \n",
         "{% if x %}name.py": "x = 1\n",
+        "glued.md": "# Title\n\n- **One.** first.- **Two.** second.\n",
+        "twice.md": "# Title\n\n| a | b |\n|---|---|\n| x | y |\n| x | y |\n",
+        "heading.md": "# Title\n## No blank line above\n",
+        "fine.md": "# Title\n\n- **One.** first.\n- **Two.** second.\n",
+        "src/pkg/__pycache__/budget.cpython-311.pyc": "",
     }
     for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content, encoding="utf-8")
     problems = "\n".join(file_problems(tmp_path))
     for expected in (
@@ -149,7 +201,13 @@ def test_file_checks_flag_each_kind_of_problem(tmp_path: Path) -> None:
         "bad.yml: does not parse",
         "bad.toml: does not parse",
         "name.py: Jinja left over in the file name",
+        "glued.md:3: a list item glued",
+        "twice.md:6: repeats line 5",
+        "heading.md:2: MD022",
+        "src/pkg/__pycache__: a cache or compiled file",
+        "budget.cpython-311.pyc: a cache or compiled file",
     ):
         assert expected in problems
+    assert "fine.md" not in problems
     assert "ok.py" not in problems
     assert "py.typed" not in problems
