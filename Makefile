@@ -15,7 +15,7 @@ JOBS ?= 2
 unexport PYTHONDONTWRITEBYTECODE
 PYTEST_PARALLEL = -n $(JOBS) --dist worksteal
 
-.PHONY: bootstrap ensure-uv test test-fast demo
+.PHONY: bootstrap ensure-uv test test-fast demo docs
 
 ensure-uv:
 	@PYTHON="$(PYTHON)" TOOLS="$(TOOLS)" bash scripts/ensure-uv
@@ -35,3 +35,7 @@ test-fast:
 # Render the embedded default into ./demo-service, run its tests and serve a few requests.
 demo: bootstrap
 	UV="$(UV)" bash scripts/demo
+
+# Write the docs' generated sections (questions, matrix, bad answers, budget) from their sources.
+docs:
+	$(UV) run python docs/hooks/generated.py
