@@ -4,7 +4,7 @@
 # own: Debian's python3 refuses `pip install` into the system interpreter (PEP 668), and a venv
 # needs only python3-venv, never root.
 PYTHON ?= python3
-TOOLS := .tools
+TOOLS := $(CURDIR)/.tools
 UV ?= $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 # pytest-xdist workers: one per core. The generated suites start processes of their own
 # (gunicorn, queue workers, redis-server) and time what they do; a third worker on 2 cores made
