@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
+import keyword
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from copier.errors import UserMessageError
 from copier_template_extensions import ContextHook
 from jinja2 import Environment
 from jinja2.ext import Extension
@@ -16,15 +17,17 @@ BUDGET_MODULE = Path(__file__).parent.parent / "template/src/{{ package_name }}/
 
 
 def load_budget_module() -> ModuleType:
-    """Import the generated service's budget module, so render time and run time share one formula."""
+    """Load the generated service's budget module: render time and run time share one formula."""
     name = "keel_budget"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BUDGET_MODULE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
+    # Compiled from source rather than imported: an import would write __pycache__/ into the
+    # template folder, and from there into every render.
+    module = ModuleType(name)
+    module.__file__ = str(BUDGET_MODULE)
     sys.modules[name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
+    code = compile(BUDGET_MODULE.read_text(encoding="utf-8"), BUDGET_MODULE, "exec")
+    exec(code, module.__dict__)
     return module
 
 
@@ -55,28 +58,165 @@ def budget_problem(
     max_connections: Any,
     reserved_connections: Any,
 ) -> str:
-    """The budget's refusal as one line, or an empty string when the deployment fits."""
+    """db_max_connections's refusal as the prompt shows it, or "" when the deployment fits.
+
+    The least max_connections that fits is proposed: the user is answering that question now, and
+    every answer it depends on (the process counts, the reserved connections) is already known.
+    """
     budget = load_budget_module()
+    processes = int(replicas) * int(web_workers) + int(queue_workers)
+    reserved = int(reserved_connections)
     try:
         budget.compute_budget(
             replicas=int(replicas),
             web_workers=int(web_workers),
             queue_workers=int(queue_workers),
             max_connections=int(max_connections),
-            reserved_connections=int(reserved_connections),
+            reserved_connections=reserved,
             db_cpu_cores=1,
         )
-    except (TypeError, ValueError) as error:
-        return str(error)
+    except budget.BudgetError:
+        least = reserved + processes * budget.MIN_CONNECTIONS_PER_PROCESS
+        return (
+            f"db_max_connections must be at least {least}: {reserved} reserved"
+            f" + {processes} processes x {budget.MIN_CONNECTIONS_PER_PROCESS}"
+        )
     return ""
 
 
+# Names a generated package may not take: Python keywords, and the modules the service imports.
+SHADOWED_MODULES = (
+    "tests",
+    "migrations",
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "sqlalchemy",
+    "alembic",
+    "asyncio",
+    "typing",
+    "logging",
+    "json",
+    "http",
+    "test",
+    "site",
+    "gunicorn",
+    "uvicorn",
+    "prometheus_client",
+    "redis",
+    "celery",
+    "arq",
+    "dramatiq",
+)
+
+
 class KeelGlobals(Extension):
-    """Functions that copier.yml validators call."""
+    """Functions and names that copier.yml's validators and defaults use."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         environment.globals["budget_problem"] = budget_problem
+        environment.globals["python_keywords"] = list(keyword.kwlist)
+        environment.globals["shadowed_modules"] = list(SHADOWED_MODULES)
+        refuse_answers_in_one_line()
+
+
+# ---------------------------------------------------------------- one-line refusals
+# copier raises a plain ValueError for an answer its validator refuses when the answer comes from
+# --data, --data-file or --defaults, and its CLI prints that as a traceback; at the prompt it says
+# only "Invalid input" for a non-number, and prefixes every message with "Validation error for
+# question '...': ", which leaves a 23-column message visible in an 80-column terminal's one-line
+# toolbar. These wrappers give every refusal as the validator's own line, which names the question
+# first, raised as a UserMessageError: copier's CLI prints it and exits 1, and callers catching
+# ValueError still do.
+
+
+class RefusedAnswer(UserMessageError, ValueError):
+    """An answer copier.yml refuses, as one line that starts with the question's name."""
+
+    def __init__(self, question: str, problem: str) -> None:
+        self.question = question
+        problem = " ".join(problem.split())
+        super().__init__(problem if problem.startswith(question) else f"{question}: {problem}")
+
+
+ANSWER_KINDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "yes or no",
+    "json": "JSON",
+    "yaml": "YAML",
+}
+SHOWN_ANSWER_LENGTH = 20
+
+
+def _unparsable(question: Any, answer: Any, error: Exception) -> RefusedAnswer:
+    """The refusal of an answer that is not of the question's type, or not one of its choices."""
+    name = question.var_name
+    problem = str(error)
+    if problem.startswith(f"Invalid choice for '{name}': "):
+        return RefusedAnswer(name, problem.split(": ", 1)[1])
+    shown = str(answer)
+    if len(shown) > SHOWN_ANSWER_LENGTH:
+        shown = shown[:SHOWN_ANSWER_LENGTH] + "..."
+    kind = ANSWER_KINDS.get(str(question.type), f"of type {question.type}")
+    return RefusedAnswer(name, f"{name} must be {kind}, got {shown!r}")
+
+
+def refuse_answers_in_one_line() -> None:
+    """Wrap copier's Question so that every bad answer is refused in one line."""
+    try:
+        from copier import _user_data
+    except ImportError:  # an older copier keeps its own messages
+        return
+    question_class = getattr(_user_data, "Question", None)
+    methods = ("parse_answer", "validate_answer", "get_questionary_structure")
+    if (
+        question_class is None
+        or not all(hasattr(question_class, method) for method in methods)
+        or getattr(question_class, "_keel_refuses_in_one_line", False)
+    ):
+        return
+    parse_answer = question_class.parse_answer
+    validate_answer = question_class.validate_answer
+    get_questionary_structure = question_class.get_questionary_structure
+
+    def parse(self: Any, answer: Any) -> Any:
+        try:
+            return parse_answer(self, answer)
+        except RefusedAnswer:
+            raise
+        except (TypeError, ValueError) as error:
+            raise _unparsable(self, answer, error) from error
+
+    def validate(self: Any, answer: Any) -> None:
+        try:
+            validate_answer(self, answer)
+        except RefusedAnswer:
+            raise
+        except ValueError as error:
+            prefix = f"Validation error for question '{self.var_name}': "
+            raise RefusedAnswer(self.var_name, str(error).removeprefix(prefix)) from error
+
+    def structure(self: Any) -> Any:
+        result = get_questionary_structure(self)
+        if "validate" in result:
+
+            def verdict(typed: str) -> str | bool:
+                # What the prompt shows under the answer: the refusal, one line, or nothing.
+                try:
+                    self.validate_answer(self.parse_answer(typed))
+                except Exception as error:  # any failure is shown, never raised
+                    return " ".join(str(error).split())
+                return True
+
+            result["validate"] = verdict
+        return result
+
+    question_class.parse_answer = parse
+    question_class.validate_answer = validate
+    question_class.get_questionary_structure = structure
+    question_class._keel_refuses_in_one_line = True
 
 
 class ContextUpdater(ContextHook):

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jinja2 import Environment
-from matrix import ROOT
+from matrix import ROOT, questions
 
 
 def _load_extensions() -> ModuleType:
@@ -250,25 +250,115 @@ def test_budget_problem_is_empty_when_the_deployment_fits() -> None:
     assert keel.budget_problem(1, 2, 0, 20, 2) == ""
 
 
-def test_budget_problem_is_the_refusal_when_it_does_not() -> None:
+def test_budget_problem_proposes_the_least_max_connections() -> None:
     problem = keel.budget_problem(3, 4, 0, 20, 2)
-    assert problem.startswith("connection budget too small: 12 processes")
-    assert "\n" not in problem
+    assert problem == "db_max_connections must be at least 26: 2 reserved + 12 processes x 2"
 
 
 def test_budget_problem_accepts_answers_still_given_as_strings() -> None:
-    # Validators may see answers that copier has not cast yet.
     assert keel.budget_problem("1", "2", "0", "20", "2") == ""
-
-
-def test_budget_problem_reports_unusable_answers_instead_of_raising() -> None:
-    assert keel.budget_problem("many", 2, 0, 20, 2) != ""
 
 
 def test_validator_global_is_registered() -> None:
     environment = Environment(extensions=[keel.KeelGlobals])
     rendered = environment.from_string("{{ budget_problem(1, 64, 0, 20, 2) }}").render()
-    assert rendered.startswith("connection budget too small")
+    assert rendered.startswith("db_max_connections must be at least 130")
+
+
+# ---------------------------------------------------------------- copier.yml's validator chain
+def _validators() -> Environment:
+    # copier.yml's own expressions, with copier's filters and keel's globals.
+    return Environment(
+        extensions=["jinja2_ansible_filters.AnsibleCoreFiltersExtension", keel.KeelGlobals]
+    )
+
+
+DEPLOYMENT = ("replicas", "web_workers", "queue_workers", "db_reserved_connections")
+
+
+def _refusal(question: str, answers: dict[str, Any]) -> str:
+    """What copier.yml's validator for `question` says about these answers ("" = accepted)."""
+    validator = questions()[question]["validator"]
+    return _validators().from_string(validator).render(**answers).strip()
+
+
+@st.composite
+def prompted_deployments(draw: st.DrawFn) -> dict[str, Any]:
+    """Answers as copier.yml accepts them up to db_max_connections, and any max_connections."""
+    answers: dict[str, Any] = {
+        "database": draw(st.sampled_from(["postgresql", "mysql", "sqlite"])),
+        "replicas": draw(replicas),
+        "web_workers": draw(web_workers),
+        "queue_workers": draw(queue_workers),
+    }
+    if answers["database"] == "sqlite":
+        answers["replicas"] = 1
+    answers["db_pgbouncer"] = answers["database"] == "postgresql" and draw(st.booleans())
+    answers["db_reserved_connections"] = draw(st.integers(0, 100))
+    answers["db_max_connections"] = draw(
+        st.one_of(st.integers(-10, 1_000), st.integers(1_000, 110_000))
+    )
+    for question in DEPLOYMENT:
+        assert _refusal(question, answers) == "", (question, answers)
+    return answers
+
+
+@given(prompted_deployments())
+def test_every_number_a_refusal_proposes_is_accepted(answers: dict[str, Any]) -> None:
+    refusal = _refusal("db_max_connections", answers)
+    if not refusal:
+        if not answers["db_pgbouncer"]:
+            compute_budget(
+                replicas=answers["replicas"],
+                web_workers=answers["web_workers"],
+                queue_workers=answers["queue_workers"],
+                max_connections=answers["db_max_connections"],
+                reserved_connections=answers["db_reserved_connections"],
+                db_cpu_cores=1,
+            )
+        return
+    assert refusal.startswith("db_max_connections must be ")
+    assert "\n" not in refusal
+    assert len(refusal) <= 80, refusal
+    proposed = [int(number) for number in re.findall(r"at least (\d+)", refusal)]
+    if not proposed:
+        # Out of range: both ends of the range are accepted unless the budget needs more.
+        assert "between 2 and 100000" in refusal
+        return
+    (least,) = proposed
+    assert _refusal("db_max_connections", {**answers, "db_max_connections": least}) == ""
+    # The least: one fewer is refused.
+    assert _refusal("db_max_connections", {**answers, "db_max_connections": least - 1}) != ""
+
+
+@given(
+    replicas,
+    web_workers,
+    queue_workers,
+    st.booleans(),
+    st.integers(-5, 110_000),
+)
+def test_reserved_connections_leave_max_connections_room(
+    replicas: int, web_workers: int, queue_workers: int, pgbouncer: bool, reserved: int
+) -> None:
+    answers = {
+        "replicas": replicas,
+        "web_workers": web_workers,
+        "queue_workers": queue_workers,
+        "db_pgbouncer": pgbouncer,
+        "db_reserved_connections": reserved,
+    }
+    refusal = _refusal("db_reserved_connections", answers)
+    if refusal:
+        most = int(re.fullmatch(r"db_reserved_connections must be between 0 and (\d+)", refusal)[1])
+        answers["db_reserved_connections"] = most
+        assert _refusal("db_reserved_connections", answers) == ""
+    # Whatever is accepted leaves a db_max_connections within 2..100000 that the budget accepts.
+    least = answers["db_reserved_connections"] + (
+        1 if pgbouncer else 2 * (replicas * web_workers + queue_workers)
+    )
+    assert least <= 100_000
+    assert _refusal("db_max_connections", {**answers, "db_max_connections": max(least, 2)}) == ""
 
 
 def _context(**answers: Any) -> dict[str, Any]:

@@ -6,6 +6,8 @@ own dev environment, run with the rendered project's configuration.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import subprocess
 import sys
@@ -13,9 +15,10 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import copier
 import pytest
 import yaml
-from matrix import Combo, default_combo
+from matrix import ROOT, Combo, default_combo
 from pymarkdown.api import PyMarkdownApi
 
 if TYPE_CHECKING:
@@ -159,6 +162,61 @@ def test_combination_renders_clean(render: Render, combo: Combo) -> None:
 @pytest.mark.smoke
 def test_python_version_renders_clean(render: Render, python_version: str) -> None:
     assert_clean(render(default_combo().data(python_version=python_version)))
+
+
+# The next commands copier prints after a copy, per kind of combination: (answers, lines expected
+# in the message, fragments that must not appear).
+NEXT_STEPS: list[tuple[dict[str, str], list[str], list[str]]] = [
+    (
+        {"database": "postgresql", "cache": "redis"},
+        ["createdb -h 127.0.0.1 -U postgres keel_probe", "uv run alembic upgrade head"],
+        ["mysql", ".worker"],
+    ),
+    (
+        {"database": "mysql", "cache": "none", "task_queue": "celery", "queue_broker": "rabbitmq"},
+        ["CREATE DATABASE keel_probe", "uv run python -m keel_probe.worker  # the Celery worker"],
+        ["createdb"],
+    ),
+    (
+        {"database": "sqlite", "cache": "memory"},
+        ["uv run alembic upgrade head && uv run gunicorn", "needs no server"],
+        ["createdb", "CREATE DATABASE", ".worker"],
+    ),
+    (
+        {"database": "none", "cache": "none", "metrics": "none"},
+        ["uv sync && uv run pytest", "uv run gunicorn"],
+        ["alembic", "createdb", ".worker"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected", "absent"),
+    [pytest.param(*case, id=case[0]["database"]) for case in NEXT_STEPS],
+)
+def test_copy_ends_with_the_next_commands_for_the_combination(
+    tmp_path: Path, answers: dict[str, str], expected: list[str], absent: list[str]
+) -> None:
+    destination = tmp_path / "service"
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        copier.run_copy(
+            str(ROOT),
+            str(destination),
+            data={"project_name": "Keel Probe", **answers},
+            defaults=True,
+            unsafe=True,
+            vcs_ref="HEAD",
+        )
+    message = printed.getvalue().split(f"Keel Probe is ready in {destination}. Next:", 1)[1]
+    commands = [line.strip() for line in message.strip().splitlines()]
+    assert commands[0] == f"cd {destination}"
+    assert commands[1].startswith("git init")
+    for line in expected:
+        assert any(line in command for command in commands), (line, commands)
+    for fragment in absent:
+        assert not any(fragment in command for command in commands), (fragment, commands)
+    assert all(LEFTOVER.search(command) is None for command in commands)
 
 
 def test_leftover_pattern() -> None:

@@ -8,20 +8,24 @@ from typing import Any
 import copier
 import pytest
 import yaml
-from matrix import ROOT, choice_values, questions
+from copier.errors import UserMessageError
+from matrix import choice_values, questions
+from snapshot import template_snapshot
 
 BASE = {"project_name": "Keel Probe"}
 
 # (id, answers on top of BASE, question the message names, fragment of the rule).
 REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
     ("name-digit-first", {"project_name": "1st Service"}, "project_name", "start with a letter"),
-    ("name-empty", {"project_name": ""}, "project_name", "start with a letter"),
+    ("name-empty", {"project_name": ""}, "project_name", "is required"),
+    ("name-missing", {"project_name": ...}, "project_name", "is required"),
+    ("name-leading-space", {"project_name": " Orders"}, "project_name", "start with a letter"),
     ("name-slash", {"project_name": "Orders/API"}, "project_name", "letters, digits, spaces"),
     ("name-too-long", {"project_name": "A" * 65}, "project_name", "at most 64"),
     ("slug-underscore", {"project_slug": "keel_probe"}, "project_slug", "single dashes"),
     ("slug-uppercase", {"project_slug": "Keel-Probe"}, "project_slug", "lowercase"),
     ("slug-double-dash", {"project_slug": "keel--probe"}, "project_slug", "single dashes"),
-    ("slug-leading-dash", {"project_slug": "-keel"}, "project_slug", "starting with a letter"),
+    ("slug-leading-dash", {"project_slug": "-keel"}, "project_slug", "start with a lowercase"),
     ("package-dash", {"package_name": "keel-probe"}, "package_name", "Python identifier"),
     ("package-uppercase", {"package_name": "Keel"}, "package_name", "lowercase Python identifier"),
     ("package-digit-first", {"package_name": "1keel"}, "package_name", "Python identifier"),
@@ -30,8 +34,7 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
     ("package-soft-keyword", {"package_name": "async"}, "package_name", "Python keyword"),
     ("package-shadows-fastapi", {"package_name": "fastapi"}, "package_name", "shadow"),
     ("package-shadows-tests", {"package_name": "tests"}, "package_name", "shadow"),
-    ("name-derives-keyword", {"project_name": "Class"}, "package_name", "Python keyword"),
-    ("name-derives-shadow", {"project_name": "SQLAlchemy"}, "package_name", "shadow"),
+    ("package-keyword-break", {"package_name": "break"}, "package_name", "try break_"),
     ("description-quote", {"description": 'Say "hi"'}, "description", "double quotes"),
     ("description-newline", {"description": "two\nlines"}, "description", "one line"),
     ("description-backslash", {"description": "C:\\orders"}, "description", "backslashes"),
@@ -56,7 +59,7 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "dramatiq-on-redis-without-redis",
         {"task_queue": "dramatiq", "queue_broker": "redis", "cache": "memory"},
         "queue_broker",
-        "uses the project's Redis",
+        "queue_broker=redis needs cache=redis",
     ),
     (
         "dramatiq-without-database",
@@ -71,41 +74,67 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "db_max_connections",
         "between 2 and 100000",
     ),
+    ("max-connections-negative", {"db_max_connections": -5}, "db_max_connections", "between 2"),
+    ("max-connections-not-a-number", {"db_max_connections": "lots"}, "db_max_connections", "whole"),
+    ("replicas-not-a-number", {"replicas": "abc"}, "replicas", "must be a whole number, got 'abc'"),
+    ("replicas-a-fraction", {"replicas": "1.5"}, "replicas", "must be a whole number"),
+    ("replicas-huge", {"replicas": 10**30}, "replicas", "between 1 and 64"),
+    # Past Python's 4300-digit limit for int(): still one short line.
+    ("replicas-5000-digits", {"replicas": "9" * 5000}, "replicas", "got '99999999999999999999...'"),
     (
         "reserved-negative",
         {"db_reserved_connections": -1},
         "db_reserved_connections",
-        "at least 0",
+        "between 0 and 99996",
     ),
     (
-        "reserved-equals-max",
-        {"db_max_connections": 20, "db_reserved_connections": 20},
+        "reserved-leaves-no-room-for-the-processes",
+        {"db_reserved_connections": 99_997},
         "db_reserved_connections",
-        "less than db_max_connections (20)",
+        "between 0 and 99996",
+    ),
+    (
+        "max-equals-reserved",
+        {"db_max_connections": 20, "db_reserved_connections": 20},
+        "db_max_connections",
+        "at least 24: 20 reserved + 2 processes x 2",
+    ),
+    (
+        "pgbouncer-max-not-above-reserved",
+        {"db_pgbouncer": True, "db_reserved_connections": 200},
+        "db_max_connections",
+        "at least 201",
     ),
     (
         "budget-too-small-for-max-connections",
         {"web_workers": 16, "db_max_connections": 20},
         "db_max_connections",
-        "connection budget too small",
+        "at least 42: 10 reserved + 16 processes x 2",
     ),
     (
-        "budget-too-small-after-reserved",
+        "budget-too-small-with-reserved",
         {"web_workers": 10, "db_max_connections": 20, "db_reserved_connections": 2},
-        "db_reserved_connections",
-        "connection budget too small",
+        "db_max_connections",
+        "at least 22: 2 reserved + 10 processes x 2",
     ),
     (
         "budget-postgresql-80-processes",
         {"database": "postgresql", "replicas": 10, "web_workers": 8},
         "db_max_connections",
-        "lower the process count to at most 50",
+        "at least 170",
+    ),
+    # The issue's deployment under --defaults: PostgreSQL's default 100 is refused in one line.
+    (
+        "defaults-with-an-impossible-deployment",
+        {"replicas": 8, "web_workers": 8},
+        "db_max_connections",
+        "db_max_connections must be at least 138: 10 reserved + 64 processes x 2",
     ),
     (
         "arq-without-redis",
         {"task_queue": "arq", "cache": "memory"},
         "task_queue",
-        "keeps its jobs in the project's Redis: choose cache=redis",
+        "task_queue=arq needs cache=redis",
     ),
     (
         "queue-without-database",
@@ -117,7 +146,7 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "queue-workers-overflow-the-budget",
         {"task_queue": "arq", "queue_workers": 80, "db_max_connections": 100},
         "db_max_connections",
-        "connection budget too small",
+        "at least 174: 10 reserved + 82 processes x 2",
     ),
     ("db-cores-zero", {"db_cpu_cores": 0}, "db_cpu_cores", "between 1 and 256"),
     ("db-cores-too-many", {"db_cpu_cores": 257}, "db_cpu_cores", "between 1 and 256"),
@@ -125,7 +154,7 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "celery-on-redis-without-redis",
         {"task_queue": "celery", "queue_broker": "redis", "cache": "memory"},
         "queue_broker",
-        "uses the project's Redis",
+        "queue_broker=redis needs cache=redis",
     ),
     (
         "celery-without-database",
@@ -174,6 +203,29 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
         {"db_pgbouncer": True, "web_workers": 64},
     ),
     ("email-plus", {"author_email": "team+orders@mail.example.org"}),
+    # The numbers the refusals above propose, applied.
+    ("name-derives-keyword", {"project_name": "Class"}),
+    ("name-derives-shadow", {"project_name": "SQLAlchemy"}),
+    ("package-keyword-proposal", {"package_name": "class_"}),
+    ("package-shadow-proposal", {"package_name": "fastapi_"}),
+    (
+        "budget-least-that-fits-the-issue",
+        {"replicas": 8, "web_workers": 8, "db_max_connections": 138},
+    ),
+    (
+        "budget-least-with-reserved",
+        {"web_workers": 10, "db_max_connections": 22, "db_reserved_connections": 2},
+    ),
+    ("budget-least-80-processes", {"replicas": 10, "web_workers": 8, "db_max_connections": 170}),
+    (
+        "budget-least-with-queue-workers",
+        {"task_queue": "arq", "queue_workers": 80, "db_max_connections": 174},
+    ),
+    ("reserved-most", {"db_reserved_connections": 99_996, "db_max_connections": 100_000}),
+    (
+        "pgbouncer-max-least",
+        {"db_pgbouncer": True, "db_reserved_connections": 200, "db_max_connections": 201},
+    ),
     ("arq-with-workers", {"task_queue": "arq", "queue_workers": 8}),
     (
         "celery-on-rabbitmq-without-redis",
@@ -183,15 +235,16 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
 
 
 def _copy(destination: Path, answers: dict[str, Any]) -> copier.Worker:
-    # vcs_ref HEAD: the working tree under test, not the newest release tag.
+    # The working tree under test, from a plain folder copier need not clone. An answer of ...
+    # leaves the question unanswered.
+    data = {name: answer for name, answer in {**BASE, **answers}.items() if answer is not ...}
     return copier.run_copy(
-        str(ROOT),
+        str(template_snapshot()),
         str(destination),
-        data={**BASE, **answers},
+        data=data,
         defaults=True,
         unsafe=True,
         quiet=True,
-        vcs_ref="HEAD",
     )
 
 
@@ -211,10 +264,15 @@ def test_bad_answer_is_refused(
     with pytest.raises(ValueError) as refusal:
         _copy(destination, answers)
 
+    # copier's CLI prints a UserMessageError as its one-line exit message, anything else as a
+    # traceback.
+    assert isinstance(refusal.value, UserMessageError), repr(refusal.value)
     message = str(refusal.value)
-    assert f"'{question}'" in message
+    assert message.startswith(question), message
     assert fragment in message
-    assert "\n" not in message.strip(), f"not one line: {message!r}"
+    assert "\n" not in message, f"not one line: {message!r}"
+    # All of it shows in the prompt's one-line toolbar of an 80-column terminal.
+    assert len(message) <= 80, message
     assert not destination.exists() or not any(destination.iterdir())
 
 
