@@ -1,10 +1,17 @@
-"""MkDocs hook: fill the pages' markers from copier.yml and the real budget computation."""
+"""The docs' generated sections, from copier.yml, the test tables and the real budget computation.
+
+A generated section stands in its page between `<!-- keel:NAME -->` and `<!-- /keel:NAME -->`, and
+is committed, so the page reads the same in the repository as on the site. `make docs` (this file
+run as a script) writes every section afresh; tests/test_docs.py fails when one is stale; as an
+MkDocs hook it fills the sections again at build time, so the site can never be stale.
+"""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -20,11 +27,8 @@ EXTENSIONS = ROOT / "extensions" / "keel.py"
 
 TESTS = ROOT / "tests"
 
-QUESTIONS_MARKER = "<!-- keel:questions -->"
-MATRIX_MARKER = "<!-- keel:matrix -->"
-BAD_ANSWERS_MARKER = "<!-- keel:bad-answers -->"
-EXAMPLE_MARKER = "<!-- keel:budget-example -->"
-REFUSED_MARKER = "<!-- keel:budget-refused -->"
+DOCS = ROOT / "docs"
+SECTION = re.compile(r"(<!-- keel:([a-z-]+) -->\n)(.*?)(<!-- /keel:\2 -->)", re.DOTALL)
 
 # 3 replicas x 4 web workers on PostgreSQL's default max_connections.
 EXAMPLE: dict[str, int] = {
@@ -65,13 +69,35 @@ def escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def describe_default(question: dict[str, Any]) -> str:
-    """The default as written in copier.yml; Jinja expressions stay literal."""
+# Defaults computed by more than a short expression, in words. Any other default longer than
+# SHORT_DEFAULT is refused at build time, so a new one cannot reach the page unread.
+DEFAULTS_IN_WORDS = {
+    "project_name": "none: required",
+    "project_slug": "`project_name` in lowercase, with dashes between words",
+    "package_name": (
+        "`project_slug` with underscores, at most 48 characters; a Python keyword or a module"
+        " the service imports gets a trailing `_`"
+    ),
+    "db_max_connections": (
+        "the engine's own: 100 for PostgreSQL, 151 for MySQL, 20 for SQLite; none when the"
+        " deployment needs more, and the prompt shows the least that fits"
+    ),
+}
+SHORT_DEFAULT = 60
+
+
+def describe_default(name: str, question: dict[str, Any]) -> str:
+    """The default: as written in copier.yml when short, else in words."""
+    if name in DEFAULTS_IN_WORDS:
+        return DEFAULTS_IN_WORDS[name]
     if "default" not in question:
         placeholder = question.get("placeholder")
         return f"none, e.g. {code(str(placeholder))}" if placeholder else "none"
     default = question["default"]
-    return code(default if isinstance(default, str) else json.dumps(default))
+    text = default if isinstance(default, str) else json.dumps(default)
+    if len(text) > SHORT_DEFAULT or "{%" in text:
+        raise PluginError(f"docs: say {name}'s default in words in DEFAULTS_IN_WORDS")
+    return escape(code(text))
 
 
 def describe_choices(choices: Any) -> str:
@@ -115,9 +141,9 @@ def questions_table() -> str:
             code(name),
             kind,
             escape(str(question.get("help", ""))),
-            describe_default(question),
+            describe_default(name, question),
             describe_choices(question.get("choices")),
-            describe_when(question),
+            escape(describe_when(question)),
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -223,8 +249,6 @@ def matrix_table() -> str:
 
 def bad_answers_table() -> str:
     """Each bad answer of the validation tests, with the message copier really prints."""
-    import copier
-
     validation = keel_test_module("test_validation")
     rows = ["| Answers | Message |", "|---|---|"]
     cases = validation.REFUSED + validation._not_offered_yet()
@@ -242,17 +266,40 @@ def bad_answers_table() -> str:
 
 
 GENERATORS = {
-    QUESTIONS_MARKER: questions_table,
-    MATRIX_MARKER: matrix_table,
-    BAD_ANSWERS_MARKER: bad_answers_table,
-    EXAMPLE_MARKER: budget_example,
-    REFUSED_MARKER: budget_refused,
+    "questions": questions_table,
+    "matrix": matrix_table,
+    "bad-answers": bad_answers_table,
+    "budget-example": budget_example,
+    "budget-refused": budget_refused,
 }
 
 
+def fill(markdown: str) -> str:
+    """The page with each generated section written afresh."""
+
+    def generated(match: re.Match[str]) -> str:
+        opening, name, _, closing = match.groups()
+        if name not in GENERATORS:
+            raise PluginError(f"docs: no generator for the section {name!r}")
+        return f"{opening}\n{GENERATORS[name]()}\n\n{closing}"
+
+    return SECTION.sub(generated, markdown)
+
+
 def on_page_markdown(markdown: str, **_: Any) -> str:
-    """Replace each marker on the page with its generated Markdown."""
-    for marker, generate in GENERATORS.items():
-        if marker in markdown:
-            markdown = markdown.replace(marker, generate())
-    return markdown
+    """MkDocs: fill the page's generated sections."""
+    return fill(markdown)
+
+
+def main() -> None:
+    """Write every page's generated sections afresh; name the pages that changed."""
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        filled = fill(text)
+        if filled != text:
+            page.write_text(filled, encoding="utf-8")
+            print(f"docs: wrote {page.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
