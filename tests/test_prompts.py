@@ -15,7 +15,7 @@ from pathlib import Path
 import pexpect
 import pytest
 import yaml
-from matrix import ROOT
+from matrix import ROOT, questions
 
 COLUMNS = 80
 SHOW_CURSOR = "\x1b[?25h"  # an input prompt has drawn itself and waits for keys
@@ -115,7 +115,7 @@ def test_a_whole_session_with_refusals_keeps_every_answer(terminal: Start, tmp_p
     for help_text in ("Distribution and directory", "Python package name", "One-line", "Your name"):
         session.answer(help_text)
     session.answer("Your email")
-    session.choose("Oldest Python version", "3.13")
+    session.choose("Oldest Python the service supports", "3.13")
     session.choose("Database engine", "No database")
     session.confirm("Connect through PgBouncer", yes=False)
     session.choose("Cache backend", "No cache")
@@ -191,3 +191,11 @@ def test_command_line_refusal_is_one_line(tmp_path: Path, data: list[str], messa
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == message
     assert not (tmp_path / "service").exists()
+
+
+def test_every_help_fits_on_its_prompt_line() -> None:
+    """copier shows a question's help after a two-column emoji and a space, cut at the width."""
+    for name, spec in questions().items():
+        help_text = str(spec.get("help", ""))
+        assert help_text, f"{name} has no help"
+        assert len(help_text) <= COLUMNS - 3, f"{name}'s help is cut at {COLUMNS} columns"
