@@ -8,6 +8,26 @@ the question's own) is left out, so the matrix grows by itself as copier.yml off
 Ids read like the answers: `sqlite-memory-none-prometheus`, `postgresql-redis-celery:rabbitmq-none`.
 The smoke subset is the smallest set of combinations, the default one included, that together
 use every choice at least once.
+
+Deployment-size variants render a few combinations at sizes other than the defaults, which every
+combination of the matrix keeps (one replica, two web workers, no budget near its edge). Their ids
+add the size: `postgresql-redis-celery:redis-prometheus@r2w4q3-tight` is 2 replicas of 4 web
+workers and 3 queue workers, on a max_connections that leaves each process exactly its minimum of
+2 connections. Five variants, chosen so that together they run every database engine (PgBouncer
+too), a task queue on each engine that can have one (arq, Celery on Redis and on RabbitMQ,
+Dramatiq), more than one replica, web_workers of 1, 3, 4, 5 and 8 rather than 2, queue workers of
+their own count, and the tight budget on PostgreSQL, MySQL and SQLite; each adds one install and
+one test run of 30 to 100 s, so the five add about three minutes to a run on two workers:
+
+- postgresql-redis-celery:redis-prometheus@r2w4q3-tight: the issue's case (replicas 2, web_workers
+  4), with Celery's prefork processes each on a pool of 2 connections.
+- postgresql:pgbouncer-memory-dramatiq:rabbitmq-none@r6w8q2: PgBouncer, at 50 processes that the
+  default max_connections of 100 could not hold without it: the budget is PgBouncer's.
+- mysql-redis-arq-none@r3w1q2-tight: one web worker per replica, arq, the tight budget on MySQL.
+- sqlite-none-celery:rabbitmq-prometheus@r1w3q2-tight: SQLite, which allows one replica only, with
+  Celery on RabbitMQ and a tight budget on a small pool.
+- none-redis-none-prometheus@r4w5: no database, so no budget; sizes still set WEB_CONCURRENCY and
+  REPLICAS, which the service and its tests must not take from anywhere but the settings.
 """
 
 from __future__ import annotations
@@ -34,6 +54,9 @@ AXES: tuple[tuple[str, ...], ...] = (
 
 # Every render answers these; 3.11 is the interpreter every machine running the suite has.
 BASE_ANSWERS: dict[str, Any] = {"project_name": "Keel Probe", "python_version": "3.11"}
+
+# The fewest connections each process may have, as the template's infra/budget.py says.
+MIN_CONNECTIONS_PER_PROCESS = 2
 
 # Local servers a choice needs: (question, choice) -> (service name, port on 127.0.0.1).
 SERVICES: dict[tuple[str, str], tuple[str, int]] = {
@@ -259,3 +282,78 @@ def _cover(
 def python_versions() -> list[str]:
     """The python_version choices copier.yml offers."""
     return [str(value) for value, _ in choice_values("python_version")]
+
+
+@dataclass(frozen=True)
+class DeploymentSize:
+    """Answers to the deployment-size questions, other than their defaults."""
+
+    replicas: int
+    web_workers: int
+    queue_workers: int = 0
+    # db_max_connections leaves every process exactly MIN_CONNECTIONS_PER_PROCESS: one fewer
+    # connection and copier refuses the answers.
+    is_tight: bool = False
+
+    @property
+    def id(self) -> str:
+        """`r2w4q3-tight`: replicas, web workers, queue workers (when any), and a tight budget."""
+        size = f"r{self.replicas}w{self.web_workers}"
+        if self.queue_workers:
+            size += f"q{self.queue_workers}"
+        return f"{size}-tight" if self.is_tight else size
+
+    def answers(self, combo: Combo) -> dict[str, Any]:
+        """The answers that give combo this size."""
+        answers: dict[str, Any] = {"replicas": self.replicas, "web_workers": self.web_workers}
+        context = combo.data(**answers)
+        if is_asked("queue_workers", context):
+            answers["queue_workers"] = self.queue_workers
+        elif self.queue_workers:
+            raise ValueError(f"{combo.id} has no task queue for {self.queue_workers} queue workers")
+        if self.is_tight:
+            if not is_asked("db_max_connections", context):
+                raise ValueError(f"{combo.id} has no connection budget to make tight")
+            reserved = int(default("db_reserved_connections", context))
+            processes = self.replicas * self.web_workers + self.queue_workers
+            answers["db_reserved_connections"] = reserved
+            answers["db_max_connections"] = reserved + processes * MIN_CONNECTIONS_PER_PROCESS
+        return answers
+
+
+# (matrix id, size): see the module docstring for why these five.
+VARIANTS: tuple[tuple[str, DeploymentSize], ...] = (
+    (
+        "postgresql-redis-celery:redis-prometheus",
+        DeploymentSize(replicas=2, web_workers=4, queue_workers=3, is_tight=True),
+    ),
+    (
+        "postgresql:pgbouncer-memory-dramatiq:rabbitmq-none",
+        DeploymentSize(replicas=6, web_workers=8, queue_workers=2),
+    ),
+    (
+        "mysql-redis-arq-none",
+        DeploymentSize(replicas=3, web_workers=1, queue_workers=2, is_tight=True),
+    ),
+    (
+        "sqlite-none-celery:rabbitmq-prometheus",
+        DeploymentSize(replicas=1, web_workers=3, queue_workers=2, is_tight=True),
+    ),
+    ("none-redis-none-prometheus", DeploymentSize(replicas=4, web_workers=5)),
+)
+
+
+@cache
+def deployment_variants() -> tuple[Combo, ...]:
+    """The VARIANTS as combinations: matrix answers and size answers, ids `<matrix id>@<size>`."""
+    by_id = {combo.id: combo for combo in full_matrix()}
+    variants = []
+    for combo_id, size in VARIANTS:
+        if combo_id not in by_id:
+            raise ValueError(
+                f"deployment variant {combo_id!r} is not a combination copier.yml accepts"
+            )
+        combo = by_id[combo_id]
+        answers = (*combo.answers, *size.answers(combo).items())
+        variants.append(Combo(answers=answers, id=f"{combo.id}@{size.id}"))
+    return tuple(variants)

@@ -1,8 +1,14 @@
 """Every combination, installed in its own environment with only its declared dependencies, passes
-mypy and its own test suite against the real local services.
+mypy and its own test suite against the real local services; so do the deployment-size variants
+(matrix.VARIANTS, whose docstring says which and why), at sizes other than the defaults.
 
 Each combination renders into its own temporary directory and gets its own `.venv` from
 `uv sync`; uv's package cache is shared, which uv makes safe across parallel workers.
+
+Each suite runs as a user runs it after the README's steps: with `.env` copied from `.env.example`
+(LOG_FORMAT=text, ENVIRONMENT=development, the rendered sizes), and in a shell that holds settings
+for running the service (HOSTILE_ENVIRONMENT). A generated test takes its settings from itself
+alone, so neither may change an outcome.
 """
 
 from __future__ import annotations
@@ -10,13 +16,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from matrix import Combo
+from matrix import Combo, deployment_variants
 
 if TYPE_CHECKING:
     from conftest import Render
@@ -26,11 +31,39 @@ pytestmark = pytest.mark.slow
 PYTHON = "3.11"
 STEP_TIMEOUT_SECONDS = 900
 
+# What a developer's shell may hold for running the service, each value wrong for its tests: other
+# sizes, text logs, production, servers that do not answer, a metrics directory that does not
+# exist, gunicorn arguments. The tests' own variables (REQUIRE_SERVICES, TEST_*) are not among them.
+HOSTILE_ENVIRONMENT = {
+    "ENVIRONMENT": "production",
+    "LOG_LEVEL": "DEBUG",
+    "LOG_FORMAT": "text",
+    "HOST": "192.0.2.1",
+    "PORT": "1",
+    "REPLICAS": "3",
+    "WEB_CONCURRENCY": "7",
+    "QUEUE_WORKERS": "9",
+    "DB_MAX_CONNECTIONS": "5",
+    "DB_RESERVED_CONNECTIONS": "4",
+    "DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/elsewhere",
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+    "RABBITMQ_URL": "amqp://nobody:nothing@127.0.0.1:1/%2F",
+    "CACHE_NAMESPACE": "hostile",
+    "QUEUE_NAME": "hostile",
+    "PROMETHEUS_MULTIPROC_DIR": "/nonexistent",
+    "QUEUE_METRICS_DIR": "/nonexistent",
+    "QUEUE_METRICS_PORT": "1",
+    "PROFILING_TOKEN": "short",
+    "GUNICORN_CMD_ARGS": "--workers 9 --bind 192.0.2.1:1",
+}
+
 
 def uv_command() -> list[str]:
-    """uv on PATH, or the one installed into keel's interpreter (`make bootstrap` via pip)."""
-    found = shutil.which("uv")
-    return [found] if found else [sys.executable, "-m", "uv"]
+    """The uv that runs this suite (`uv run` names itself in UV), else the one on PATH."""
+    found = os.environ.get("UV") or shutil.which("uv")
+    if not found:
+        pytest.fail("no uv: run the suite with `make test` (or `uv run pytest`)")
+    return [found]
 
 
 def project_environment() -> dict[str, str]:
@@ -54,14 +87,14 @@ def project_environment() -> dict[str, str]:
     return environment
 
 
-def run(project: Path, *arguments: str) -> None:
+def run(project: Path, *arguments: str, environment: dict[str, str] | None = None) -> None:
     """Run a uv command in the project; fail the test with its output when it does not exit 0."""
     command = [*uv_command(), *arguments]
     try:
         completed = subprocess.run(
             command,
             cwd=project,
-            env=project_environment(),
+            env=environment or project_environment(),
             capture_output=True,
             text=True,
             timeout=STEP_TIMEOUT_SECONDS,
@@ -89,11 +122,33 @@ def mypy_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
     return tmp_path_factory.getbasetemp() / f"mypy-cache-{worker_id}"
 
 
+def check(project: Path, mypy_cache: Path) -> None:
+    """Install the project, run mypy, and run its tests as a user does after the README's steps."""
+    run(project, "sync", "--python", PYTHON)
+    run(project, "run", "--no-sync", "mypy", "--cache-dir", str(mypy_cache))
+    shutil.copy(project / ".env.example", project / ".env")
+    run(
+        project,
+        "run",
+        "--no-sync",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        environment={**project_environment(), **HOSTILE_ENVIRONMENT},
+    )
+
+
 def test_generated_project_passes_mypy_and_its_tests(
     render: Render, combo: Combo, require_services: Callable[[Combo], None], mypy_cache: Path
 ) -> None:
     require_services(combo)
-    project = render(combo.data(python_version=PYTHON))
-    run(project, "sync", "--python", PYTHON)
-    run(project, "run", "--no-sync", "mypy", "--cache-dir", str(mypy_cache))
-    run(project, "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider")
+    check(render(combo.data(python_version=PYTHON)), mypy_cache)
+
+
+@pytest.mark.parametrize("variant", deployment_variants(), ids=lambda variant: variant.id)
+def test_deployment_size_variant_passes_mypy_and_its_tests(
+    render: Render, variant: Combo, require_services: Callable[[Combo], None], mypy_cache: Path
+) -> None:
+    require_services(variant)
+    check(render(variant.data(python_version=PYTHON)), mypy_cache)

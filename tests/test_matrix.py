@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matrix
 import pytest
+import yaml
+
+if TYPE_CHECKING:
+    from conftest import Render
 
 # The questions DESIGN.md plans, with the shapes copier.yml may give them: a `when` on the broker
 # and a per-choice validator that disables arq without a Redis server.
@@ -157,3 +163,60 @@ def test_reachable_service_is_required_quietly(
         monkeypatch.setitem(matrix.SERVICES, ("database", "probe"), ("Probe", port))
         monkeypatch.setenv("KEEL_REQUIRE_SERVICES", "1")
         require_services(matrix.Combo(answers=(("database", "probe"),), id="probe"))
+
+
+def test_deployment_variants_cover_every_engine_and_a_queue_on_each() -> None:
+    variants = matrix.deployment_variants()
+    ids = [variant.id for variant in variants]
+    assert len(set(ids)) == len(ids)
+    matrix_ids = {combo.id for combo in matrix.full_matrix()}
+    for variant_id in ids:
+        combo_id, size = variant_id.split("@")
+        assert combo_id in matrix_ids
+        assert re.fullmatch(r"r\d+w\d+(q\d+)?(-tight)?", size), size
+    answers = [dict(variant.answers) for variant in variants]
+    engines = {(a["database"], a.get("db_pgbouncer", False)) for a in answers}
+    assert engines == {
+        ("postgresql", False),
+        ("postgresql", True),
+        ("mysql", False),
+        ("sqlite", False),
+        ("none", False),
+    }
+    assert all(a["task_queue"] != "none" for a in answers if a["database"] != "none")
+    queues = {a["task_queue"] for a in answers}
+    assert queues >= {"arq", "celery", "dramatiq"}
+    assert {a.get("queue_broker") for a in answers if a["task_queue"] == "celery"} == {
+        "redis",
+        "rabbitmq",
+    }
+    assert any(a["replicas"] > 1 for a in answers)
+    assert all(a["web_workers"] != 2 for a in answers)
+    assert any(a.get("queue_workers", 0) > 0 for a in answers)
+
+
+def test_a_tight_variant_leaves_each_process_exactly_its_minimum() -> None:
+    tight = [v for v in matrix.deployment_variants() if v.id.endswith("-tight")]
+    assert {dict(v.answers)["database"] for v in tight} == {"postgresql", "mysql", "sqlite"}
+    for variant in tight:
+        answers = dict(variant.answers)
+        processes = answers["replicas"] * answers["web_workers"] + answers["queue_workers"]
+        spare = answers["db_max_connections"] - answers["db_reserved_connections"]
+        assert spare == processes * matrix.MIN_CONNECTIONS_PER_PROCESS, variant.id
+
+
+@pytest.mark.parametrize("variant", matrix.deployment_variants(), ids=lambda variant: variant.id)
+def test_copier_accepts_each_variant_and_refuses_one_connection_fewer(
+    render: Render, variant: matrix.Combo
+) -> None:
+    answers = dict(variant.answers)
+    project = render(variant.data())
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    sizes = ("replicas", "web_workers", "queue_workers", "db_max_connections")
+    assert {name: recorded[name] for name in sizes if name in answers} == {
+        name: answers[name] for name in sizes if name in answers
+    }
+    if variant.id.endswith("-tight"):
+        fewer = variant.data(db_max_connections=answers["db_max_connections"] - 1)
+        with pytest.raises(pytest.fail.Exception, match="db_max_connections must be at least"):
+            render(fewer)

@@ -1,19 +1,22 @@
 """Real servers for the tests that need one: gunicorn started as production starts it."""
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-PROJECT_ROOT = Path(__file__).parent.parent
+from tests.helpers import outside_project
+from tests.helpers import program_environment
+
+GUNICORN_CONFIG = Path(__file__).parent.parent / "gunicorn.conf.py"
 STARTUP_SECONDS = 30
 
 
@@ -26,19 +29,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_gunicorn(env: dict[str, str], *, workers: int = 2) -> Iterator[str]:
-    """gunicorn with the project's gunicorn.conf.py on a free port; yields its URL once /ready
-    answers 200, then stops it with SIGTERM and checks it shut down cleanly."""
+def running_gunicorn(env: Mapping[str, str]) -> Iterator[str]:
+    """gunicorn with the project's gunicorn.conf.py and env (the service's settings, with
+    WEB_CONCURRENCY its number of workers) on a free port; yields its URL once /ready answers 200,
+    then stops it with SIGTERM and checks it shut down cleanly."""
     port = free_port()
-    environment = {
-        **os.environ,
-        **env,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": str(workers),
-    }
+    variables = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn"], cwd=PROJECT_ROOT, env=environment
+        [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG)],
+        cwd=outside_project(),
+        env=program_environment(variables),
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
