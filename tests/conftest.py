@@ -14,9 +14,9 @@ A test that takes a `python_version` argument runs once per python_version choic
 Local servers: `require_services(combo)` skips a test whose combination needs a server that is not
 reachable, unless KEEL_REQUIRE_SERVICES=1 (CI), where an unreachable server fails the test.
 
-The copie fixtures render the template at the repository root wherever pytest is started from,
-and user-level copier settings never leak in: COPIER_SETTINGS_PATH points at a settings file
-with nothing in it (`{}`).
+The copie fixtures render the repository's working tree (from tests/snapshot.py's copy) wherever
+pytest is started from, and user-level copier settings never leak in: COPIER_SETTINGS_PATH points
+at a settings file with nothing in it (`{}`).
 """
 
 from __future__ import annotations
@@ -31,15 +31,17 @@ from typing import Any
 
 import pytest
 from matrix import ROOT, Combo, full_matrix, python_versions, smoke_matrix
+from snapshot import template_snapshot
 
 MATRIX_ENV = "KEEL_MATRIX"
 REQUIRE_SERVICES_ENV = "KEEL_REQUIRE_SERVICES"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # pytest-copie's --template defaults to the working directory; make it the repository root.
-    if not (Path(config.option.template) / "copier.yml").is_file():
-        config.option.template = str(ROOT)
+    # pytest-copie's --template defaults to the working directory. Render the repository's working
+    # tree from a snapshot that is not a git clone, which copier would clone again for every copy.
+    if Path(config.option.template).resolve() in (ROOT, Path.cwd().resolve()):
+        config.option.template = str(template_snapshot())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -244,6 +244,21 @@ def matrix_table() -> str:
         cells.append(", ".join(service for service, _ in combo.services()) or "none")
         cells.append("yes" if combo in smoke else "")
         rows.append("| " + " | ".join(cells) + " |")
+    variants = matrix.deployment_variants()
+    sizes = ["replicas", "web_workers", "queue_workers", "db_reserved_connections"]
+    sizes.append("db_max_connections")
+    rows += [
+        "",
+        f"And {len(variants)} deployment-size variants, each also installed and tested, at sizes"
+        " other than the defaults (the reasons are in `tests/matrix.py`):",
+        "",
+        "| Id | " + " | ".join(code(name) for name in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    for variant in variants:
+        answers = dict(variant.answers)
+        cells = [code(variant.id)] + [escape(str(answers.get(name, ""))) for name in sizes]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
