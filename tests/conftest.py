@@ -85,6 +85,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("python_version", python_versions())
 
 
+def _cost(item: pytest.Item) -> int:
+    """A test's rank by how long it runs: 2 for one test of several minutes or one that installs
+    a project at an unusual size, 1 for a project installed and tested, 0 for the rest."""
+    module = item.path.name
+    if module == "test_update.py" or item.name.startswith("test_deployment_size_variant"):
+        return 2
+    return 1 if item.get_closest_marker("slow") else 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Longest first. pytest-xdist hands each worker a run of consecutive tests and lets an idle
+    # worker take half of another's queue; a long test near the end of the list would run alone
+    # after everything else is done, one core idle (a variant or an update test: 1 to 5 minutes).
+    items.sort(key=_cost, reverse=True)
+
+
 def services_required() -> bool:
     """Whether an unreachable local server fails a test (KEEL_REQUIRE_SERVICES=1) or skips it."""
     return os.environ.get(REQUIRE_SERVICES_ENV, "") == "1"

@@ -357,3 +357,40 @@ def deployment_variants() -> tuple[Combo, ...]:
         answers = (*combo.answers, *size.answers(combo).items())
         variants.append(Combo(answers=answers, id=f"{combo.id}@{size.id}"))
     return tuple(variants)
+
+
+def facets(combo: Combo) -> tuple[str, ...]:
+    """The combination's answer to each axis, as its id spells it: ("postgresql:pgbouncer",
+    "redis", "celery:rabbitmq", "prometheus")."""
+    answers = dict(combo.answers)
+    return tuple(_axis_id(axis, answers) for axis in AXES)
+
+
+def _pairs(combo: Combo) -> set[tuple[int, str, int, str]]:
+    answers = facets(combo)
+    return {
+        (first, answers[first], second, answers[second])
+        for first in range(len(answers))
+        for second in range(first + 1, len(answers))
+    }
+
+
+@cache
+def heavy_matrix() -> tuple[Combo, ...]:
+    """Combinations whose generated suites run their slow tests too: together they answer every
+    two axes in every way the matrix does (database and task queue, queue and metrics, ...).
+
+    The slow tests start, kill and restart real processes (gunicorn under load, queue workers
+    killed mid-task, a private PostgreSQL restarted, a broker cut off). What they exercise
+    depends on one or two answers, so a set that meets every pair of answers runs each of their
+    code paths; the rest of the matrix runs every other test. Greedy, in matrix order: the same
+    set in every pytest-xdist worker.
+    """
+    combos = full_matrix()
+    uncovered = set().union(*(_pairs(combo) for combo in combos))
+    chosen: list[Combo] = []
+    while uncovered:
+        best = max(combos, key=lambda combo: len(_pairs(combo) & uncovered))
+        chosen.append(best)
+        uncovered -= _pairs(best)
+    return tuple(combo for combo in combos if combo in chosen)

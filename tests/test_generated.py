@@ -5,6 +5,12 @@ mypy and its own test suite against the real local services; so do the deploymen
 Each combination renders into its own temporary directory and gets its own `.venv` from
 `uv sync`; uv's package cache is shared, which uv makes safe across parallel workers.
 
+The generated tests marked `slow` start, kill and restart real processes (gunicorn under load,
+queue workers killed mid-task, a private database restarted, a broker cut off): seconds each.
+They run in the combinations of matrix.heavy_matrix(), which together answer every two axes in
+every way the matrix does, and in every deployment-size variant; every other combination runs
+the rest of its suite (`-m "not slow"`).
+
 Each suite runs as a user runs it after the README's steps: with `.env` copied from `.env.example`
 (LOG_FORMAT=text, ENVIRONMENT=development, the rendered sizes), and in a shell that holds settings
 for running the service (HOSTILE_ENVIRONMENT). A generated test takes its settings from itself
@@ -21,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from matrix import Combo, deployment_variants
+from matrix import Combo, deployment_variants, heavy_matrix
 
 if TYPE_CHECKING:
     from conftest import Render
@@ -122,8 +128,9 @@ def mypy_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
     return tmp_path_factory.getbasetemp() / f"mypy-cache-{worker_id}"
 
 
-def check(project: Path, mypy_cache: Path) -> None:
-    """Install the project, run mypy, and run its tests as a user does after the README's steps."""
+def check(project: Path, mypy_cache: Path, *, with_slow_tests: bool = True) -> None:
+    """Install the project, run mypy, and run its tests as a user does after the README's steps;
+    its slow tests too, unless with_slow_tests is false."""
     run(project, "sync", "--python", PYTHON)
     run(project, "run", "--no-sync", "mypy", "--cache-dir", str(mypy_cache))
     shutil.copy(project / ".env.example", project / ".env")
@@ -135,6 +142,7 @@ def check(project: Path, mypy_cache: Path) -> None:
         "-q",
         "-p",
         "no:cacheprovider",
+        *([] if with_slow_tests else ["-m", "not slow"]),
         environment={**project_environment(), **HOSTILE_ENVIRONMENT},
     )
 
@@ -143,7 +151,11 @@ def test_generated_project_passes_mypy_and_its_tests(
     render: Render, combo: Combo, require_services: Callable[[Combo], None], mypy_cache: Path
 ) -> None:
     require_services(combo)
-    check(render(combo.data(python_version=PYTHON)), mypy_cache)
+    check(
+        render(combo.data(python_version=PYTHON)),
+        mypy_cache,
+        with_slow_tests=combo in heavy_matrix(),
+    )
 
 
 @pytest.mark.parametrize("variant", deployment_variants(), ids=lambda variant: variant.id)

@@ -61,7 +61,12 @@ metrics:
 
 
 def _clear_caches() -> None:
-    for cached in (matrix.questions, matrix.full_matrix, matrix.smoke_matrix):
+    for cached in (
+        matrix.questions,
+        matrix.full_matrix,
+        matrix.smoke_matrix,
+        matrix.heavy_matrix,
+    ):
         cached.cache_clear()
 
 
@@ -114,6 +119,29 @@ def test_planned_smoke_subset_covers_every_choice_with_few_combinations() -> Non
     assert smoke[0] == matrix.default_combo()
     # database and task_queue have 4 choices each, and 4 combinations can cover everything.
     assert len(smoke) == 4
+
+
+@pytest.mark.usefixtures("planned")
+def test_planned_heavy_subset_meets_every_pair_of_answers() -> None:
+    every = [matrix.facets(combo) for combo in matrix.full_matrix()]
+    heavy = matrix.heavy_matrix()
+    chosen = [matrix.facets(combo) for combo in heavy]
+    axes = len(matrix.AXES)
+    for first in range(axes):
+        for second in range(first + 1, axes):
+            offered = {(answers[first], answers[second]) for answers in every}
+            met = {(answers[first], answers[second]) for answers in chosen}
+            assert met == offered, (matrix.AXES[first], matrix.AXES[second])
+    # 4 databases x 5 task queues bound it from below; far fewer than the 128 combinations.
+    assert 20 <= len(heavy) <= 30
+    assert len(set(heavy)) == len(heavy)
+
+
+def test_current_heavy_subset_meets_database_and_queue_pairs() -> None:
+    heavy = {matrix.facets(combo)[::2] for combo in matrix.heavy_matrix()}
+    every = {matrix.facets(combo)[::2] for combo in matrix.full_matrix()}
+    assert heavy == every
+    assert matrix.heavy_matrix()[0] == matrix.default_combo()
 
 
 def test_current_matrix_is_built_from_copier_yml() -> None:
