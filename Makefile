@@ -27,8 +27,8 @@ bootstrap: ensure-uv
 test:
 	$(UV) run pytest $(PYTEST_PARALLEL)
 
-# About a minute (53 s last measured): unit, validation and prompt tests, and the smoke subset rendered
-# (KEEL_MATRIX=smoke), without installing generated projects (-m 'not slow').
+# About half a minute (28 s last measured): unit, validation and prompt tests, and the smoke
+# subset rendered (KEEL_MATRIX=smoke), without installing generated projects (-m 'not slow').
 test-fast:
 	KEEL_MATRIX=smoke $(UV) run pytest $(PYTEST_PARALLEL) -m 'not slow'
 

@@ -271,7 +271,7 @@ def cache_counts(server: Server) -> collections.Counter[str]:
     """The service's cache_requests_total by result; empty for the floor, which has no metrics."""
     if not server.is_gunicorn:
         return collections.Counter()
-    text = http_get(server.url + "/metrics")
+    text = http_get(server.metrics_url)
     return collections.Counter({m[1]: int(float(m[2])) for m in CACHE_COUNTER.finditer(text)})
 
 
@@ -380,7 +380,7 @@ class Stacks:
     def service(self, project: Path, name: str, **settings: str) -> Server:
         """The generated service under gunicorn, with extra settings; waits until it is ready."""
         self._count += 1
-        env = {**self.env, "PORT": str(free_port()), **settings}
+        env = {**self.env, "PORT": str(free_port()), "METRICS_PORT": str(free_port()), **settings}
         log_file = self.workdir / f"service-{self._count}.log"
         server = start_service(self.processes, project, env, log_file, self.budget, name=name)
         wait_until_ready(server)

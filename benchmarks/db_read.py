@@ -319,6 +319,8 @@ class Server:
     database: str
     pool: str
     is_gunicorn: bool = False
+    # gunicorn's master serves the service's metrics apart from the API's port.
+    metrics_url: str = ""
 
     def worker_pid(self) -> int:
         """The process that serves requests: gunicorn's first worker, or uvicorn itself."""
@@ -372,6 +374,9 @@ def start_service(
         database=env["DATABASE_URL"].rsplit("/", 1)[1],
         pool=budget.describe_pool(),
         is_gunicorn=True,
+        metrics_url=f"http://{env['HOST']}:{env['METRICS_PORT']}/metrics"
+        if "METRICS_PORT" in env
+        else "",
     )
 
 
@@ -925,6 +930,7 @@ def service_env(
     env = project_env(
         HOST=PG_HOST,
         PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
         WEB_CONCURRENCY="1",
         DATABASE_URL=database_url,
         DB_APPLICATION_NAME=SERVICE_APP_NAME,

@@ -120,7 +120,7 @@ def test_a_whole_session_with_refusals_keeps_every_answer(terminal: Start, tmp_p
     session.confirm("Connect through PgBouncer", yes=False)
     session.choose("Cache backend", "No cache")
     session.choose("Background work", "Dramatiq (threads and processes, on Redis or RabbitMQ)")
-    session.choose("Metrics exposed", "No metrics")
+    session.choose("Metrics, served on a port", "No metrics")
     session.answer("Replicas (containers", "abc")
     session.refused("replicas must be a whole number, got 'abc'")
     session.retype("8")

@@ -29,12 +29,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_gunicorn(env: Mapping[str, str]) -> Iterator[str]:
+def running_gunicorn(env: Mapping[str, str], *, metrics_port: int = 0) -> Iterator[str]:
     """gunicorn with the project's gunicorn.conf.py and env (the service's settings, with
-    WEB_CONCURRENCY its number of workers) on a free port; yields its URL once /ready answers 200,
-    then stops it with SIGTERM and checks it shut down cleanly."""
+    WEB_CONCURRENCY its number of workers) on a free port, serving its metrics on 127.0.0.1 at
+    metrics_port if not 0; yields its URL once /ready answers 200, then stops it with SIGTERM and
+    checks it shut down cleanly."""
     port = free_port()
-    variables = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    variables = {
+        **env,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        # Where a service serves metrics (0: it does not), so that several servers can run at once.
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": str(metrics_port),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG)],
         cwd=outside_project(),

@@ -1,6 +1,7 @@
 """GET /health says the process is alive; GET /ready says whether it can serve traffic."""
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from fastapi import Response
 from pydantic import BaseModel
 
 CHECK_TIMEOUT_SECONDS = 2.0
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -44,10 +47,13 @@ async def ready(request: Request, response: Response) -> Readiness:
     """Readiness: checks every backend at once and names the ones that fail.
 
     A failing critical backend (the database) makes the service unavailable (503); a failing
-    optional one (the cache) leaves it degraded but serving (200).
+    optional one (the cache) leaves it degraded but serving (200). Why a check failed goes to the
+    log, not to the response: error text names hosts and ports.
     """
     backends: dict[str, Backend] = request.app.state.backends
-    outcomes = await asyncio.gather(*(_outcome(backend.check) for backend in backends.values()))
+    outcomes = await asyncio.gather(
+        *(_outcome(name, backend.check) for name, backend in backends.items())
+    )
     results = dict(zip(backends, outcomes, strict=True))
     response.headers["cache-control"] = "no-store"
     failing = [backends[name] for name, outcome in results.items() if outcome != "ok"]
@@ -59,12 +65,15 @@ async def ready(request: Request, response: Response) -> Readiness:
     return Readiness(status="unavailable", checks=results)
 
 
-async def _outcome(check: Callable[[], Awaitable[None]]) -> str:
+async def _outcome(name: str, check: Callable[[], Awaitable[None]]) -> str:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             await check()
     except TimeoutError:
-        return f"timed out after {CHECK_TIMEOUT_SECONDS:g} s"
+        logger.warning("readiness: %s timed out after %g s", name, CHECK_TIMEOUT_SECONDS)
+        return "timed out"
     except Exception as error:  # a readiness probe reports any failure instead of raising it
-        return f"{type(error).__name__}: {error}"
+        detail = " ".join(str(error).split())  # one line, whatever the driver's message
+        logger.warning("readiness: %s failed: %s: %s", name, type(error).__name__, detail)
+        return "failed"
     return "ok"

@@ -4,13 +4,30 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel
+from pydantic import BeforeValidator
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-CategoryName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
-ProductName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
-PriceCents = Annotated[int, Field(ge=0, le=100_000_000)]
+
+def _json_number(value: object) -> object:
+    # Python would read true as 1 and "5" as 5; JSON Schema's integer is neither, but it is 5.0.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+# The bounds of the database are the bounds of the API, so that no input reaches a column that
+# cannot hold it: ids are the tables' 32-bit integer keys, text has no NUL (PostgreSQL refuses
+# it) and at least one visible character, numbers are finite and whole.
+MAX_ID = 2_147_483_647
+VISIBLE_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# The validator after the bounds, or the bounds would be missing from the JSON Schema.
+EntityId = Annotated[int, Field(gt=0, le=MAX_ID), BeforeValidator(_json_number)]
+CategoryName = Annotated[str, Field(min_length=1, max_length=100, pattern=VISIBLE_TEXT)]
+ProductName = Annotated[str, Field(min_length=1, max_length=200, pattern=VISIBLE_TEXT)]
+PriceCents = Annotated[int, Field(ge=0, le=100_000_000), BeforeValidator(_json_number)]
 
 
 class CategoryCreate(BaseModel):
@@ -43,7 +60,7 @@ class CategoryStatsRead(BaseModel):
 class ProductCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category_id: int = Field(gt=0)
+    category_id: EntityId
     name: ProductName
     price_cents: PriceCents
 
@@ -51,13 +68,14 @@ class ProductCreate(BaseModel):
 class ProductUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: ProductName | None = None
-    price_cents: PriceCents | None = None
+    # Leaving a field out keeps it; null would erase a required column, so the schema offers no
+    # null and the validator refuses it.
+    name: ProductName | SkipJsonSchema[None] = None
+    price_cents: PriceCents | SkipJsonSchema[None] = None
 
     @field_validator("name", "price_cents")
     @classmethod
     def _not_null(cls, value: object) -> object:
-        # Leaving a field out keeps it; sending null would try to erase a required column.
         if value is None:
             raise ValueError("may be left out, but not null")
         return value
