@@ -174,7 +174,8 @@ def test_too_small_budget_message() -> None:
     assert "leaves 20" in message
     assert "at most 10" in message
     assert "raise max_connections to 38" in message
-    assert "PgBouncer" in message
+    # Plain budget arithmetic, for any engine: PgBouncer is a PostgreSQL render's own advice.
+    assert "PgBouncer" not in message
 
 
 def _assert_within_budget(arguments: dict[str, int], result: Any) -> None:
@@ -217,7 +218,6 @@ def test_too_small_budget_is_refused_with_working_proposals(arguments: dict[str,
 
     message = str(error.value)
     assert "\n" not in message
-    assert "PgBouncer" in message
     raised = re.search(r"raise max_connections to (\d+)", message)
     fewer = re.search(r"at most (\d+)", message)
     assert raised, message

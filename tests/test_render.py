@@ -45,6 +45,24 @@ MARKDOWN_RULES_OFF = ("md013",)
 GLUED_LIST_ITEM = re.compile(r"\S- \*\*\w")
 
 
+# The words that name each backend. A render names only what was chosen: a comment in a PostgreSQL
+# project never explains SQLite, and advice names only the backends the project has.
+BACKEND_WORDS: dict[tuple[str, object], tuple[str, ...]] = {
+    ("database", "postgresql"): ("postgresql", "postgres", "asyncpg", "psycopg"),
+    ("database", "mysql"): ("mysql", "mariadb", "asyncmy"),
+    ("database", "sqlite"): ("sqlite", "aiosqlite"),
+    ("db_pgbouncer", True): ("pgbouncer",),
+    ("task_queue", "celery"): ("celery", "kombu"),
+    ("task_queue", "dramatiq"): ("dramatiq",),
+    ("task_queue", "arq"): ("arq",),
+    ("server", "redis"): ("redis",),
+    ("server", "rabbitmq"): ("rabbitmq", "amqp"),
+    ("metrics", "prometheus"): ("prometheus",),
+}
+# copier's record of the answers names every answer, chosen or not.
+NAMES_EVERY_ANSWER = {".copier-answers.yml"}
+
+
 def _files(project: Path) -> list[Path]:
     return sorted(path for path in project.rglob("*") if path.is_file())
 
@@ -104,6 +122,44 @@ def _markdown_problems(path: Path, relative: str, content: str) -> list[str]:
     return problems
 
 
+def _chosen(answers: dict[str, object]) -> set[tuple[str, object]]:
+    chosen = {
+        (question, answers.get(question)) for question in ("database", "task_queue", "metrics")
+    }
+    chosen.add(("db_pgbouncer", bool(answers.get("db_pgbouncer"))))
+    if answers.get("database") == "postgresql":
+        # PostgreSQL's own pooler: the remedy a PostgreSQL service names for a budget too small.
+        chosen.add(("db_pgbouncer", True))
+    if "redis" in (answers.get("cache"), answers.get("queue_broker")) or (
+        answers.get("task_queue") == "arq"
+    ):
+        chosen.add(("server", "redis"))
+    if answers.get("queue_broker") == "rabbitmq":
+        chosen.add(("server", "rabbitmq"))
+    return chosen
+
+
+def trace_problems(project: Path) -> list[str]:
+    """Every line that names a database, queue, broker or metrics system the answers left out."""
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    chosen = _chosen(answers)
+    others = [word for key, words in BACKEND_WORDS.items() if key not in chosen for word in words]
+    named = re.compile(r"\b(" + "|".join(others) + r")\b", re.IGNORECASE)
+    problems = []
+    for path in _files(project):
+        relative = path.relative_to(project).as_posix()
+        if path.name in NAMES_EVERY_ANSWER:
+            continue
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(content.split("\n"), start=1):
+            if found := named.search(line):
+                problems.append(f"{relative}:{number}: names {found.group(0)}: {line.strip()!r}")
+    return problems
+
+
 def file_problems(project: Path) -> list[str]:
     """Every problem found in the rendered files, one line each."""
     problems = [
@@ -141,7 +197,7 @@ def ruff(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
 def assert_clean(project: Path) -> None:
     """The whole set of render checks on one rendered project."""
     assert (project / "pyproject.toml").is_file(), "no pyproject.toml rendered"
-    problems = file_problems(project)
+    problems = file_problems(project) + trace_problems(project)
     assert not problems, "\n".join(problems)
     for arguments in (("check",), ("format", "--check", "--diff")):
         completed = ruff(project, *arguments)
@@ -269,3 +325,26 @@ def test_file_checks_flag_each_kind_of_problem(tmp_path: Path) -> None:
     assert "fine.md" not in problems
     assert "ok.py" not in problems
     assert "py.typed" not in problems
+
+
+def test_trace_check_flags_a_backend_that_was_not_chosen(tmp_path: Path) -> None:
+    (tmp_path / ".copier-answers.yml").write_text(
+        "database: postgresql\ncache: memory\ntask_queue: celery\nqueue_broker: rabbitmq\n"
+        "metrics: none\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "env.py").write_text(
+        "# Batch mode recreates SQLite tables.\nimport asyncpg\n# Celery over AMQP\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "README.md").write_text(
+        "Redis is not here, nor Prometheus, nor PgBouncer; arq neither.\n", encoding="utf-8"
+    )
+
+    problems = "\n".join(trace_problems(tmp_path))
+
+    assert "env.py:1: names SQLite" in problems
+    assert "README.md:1: names Redis" in problems
+    assert "env.py:2" not in problems
+    assert "env.py:3" not in problems
+    assert ".copier-answers.yml" not in problems

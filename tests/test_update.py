@@ -216,7 +216,8 @@ def test_update_to_head_keeps_the_users_edit(
     expected = (fresh / EDITED_FILE).read_text().replace(ORIGINAL_LINE, EDITED_LINE)
     assert settings.read_text() == expected
     run(project, "sync", "--python", PYTHON)
-    run(project, "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider")
+    # A fresh render plus the edit (above): its slow tests run in the matrix (heavy_matrix).
+    run(project, "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow")
 
 
 @pytest.mark.parametrize(

@@ -230,12 +230,15 @@ def matrix_table() -> str:
     matrix = keel_test_module("matrix")
     combos = matrix.full_matrix()
     smoke = set(matrix.smoke_matrix())
+    heavy = set(matrix.heavy_matrix())
     names = [name for axis in matrix.AXES for name in axis]
     rows = [
-        f"{len(combos)} combinations; the {len(smoke)} marked smoke run in `make test-fast`.",
+        f"{len(combos)} combinations; the {len(smoke)} marked smoke run in `make test-fast`; the"
+        f" {len(heavy)} marked slow tests run their generated tests marked `slow` too, and between"
+        " them answer every two questions in every way the matrix does.",
         "",
-        "| Id | " + " | ".join(code(name) for name in names) + " | Servers | Smoke |",
-        "|---|" + "---|" * len(names) + "---|---|",
+        "| Id | " + " | ".join(code(name) for name in names) + " | Servers | Smoke | Slow tests |",
+        "|---|" + "---|" * len(names) + "---|---|---|",
     ]
     for combo in combos:
         answers = dict(combo.answers)
@@ -243,6 +246,7 @@ def matrix_table() -> str:
         cells += [answer_cell(answers[name]) if name in answers else "" for name in names]
         cells.append(", ".join(service for service, _ in combo.services()) or "none")
         cells.append("yes" if combo in smoke else "")
+        cells.append("yes" if combo in heavy else "")
         rows.append("| " + " | ".join(cells) + " |")
     variants = matrix.deployment_variants()
     sizes = ["replicas", "web_workers", "queue_workers", "db_reserved_connections"]

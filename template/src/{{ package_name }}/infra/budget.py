@@ -2,8 +2,8 @@
 
 Every process that opens a pool (web workers on every replica, queue workers) draws from one
 budget: the server's max_connections minus the connections kept back for superusers, migrations,
-admin and monitoring. This module is plain standard-library Python so that the template can run
-the very same computation at render time that the service runs at startup.
+admin and monitoring. This module is plain standard-library Python: the answers that made this
+project were checked with the very computation the service runs at startup.
 """
 
 from dataclasses import dataclass
@@ -49,8 +49,8 @@ def compute_budget(
 
     Each process's whole share is its pool_size, opened lazily, with no overflow: SQLAlchemy closes
     an overflow connection as soon as it is returned, so under steady load above pool_size every
-    request would open and close a connection (measured: 120 new PostgreSQL connections a second,
-    a quarter of the throughput). useful_parallelism (about 2 x cores + 1, after HikariCP's "About
+    request would open and close a connection (measured: 120 new connections a second, a quarter
+    of the throughput). useful_parallelism (about 2 x cores + 1, after HikariCP's "About
     Pool Sizing") is reported so operators can see how far the budget oversubscribes the database.
     """
     for name, value, minimum in (
@@ -76,7 +76,7 @@ def compute_budget(
             f" x web_workers {web_workers} + queue_workers {queue_workers}) need at least"
             f" {needed} connections, but max_connections {max_connections} - reserved"
             f" {reserved_connections} leaves {available}; {fewer}raise max_connections to"
-            f" {reserved_connections + needed}, or put PgBouncer in front of a PostgreSQL database"
+            f" {reserved_connections + needed}"
         )
 
     return ConnectionBudget(

@@ -19,7 +19,7 @@ def _json_number(value: object) -> object:
 
 
 # The bounds of the database are the bounds of the API, so that no input reaches a column that
-# cannot hold it: ids are the tables' 32-bit integer keys, text has no NUL (PostgreSQL refuses
+# cannot hold it: ids are the tables' 32-bit integer keys, text has no NUL (a database may refuse
 # it) and at least one visible character, numbers are finite and whole.
 MAX_ID = 2_147_483_647
 VISIBLE_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
