@@ -83,63 +83,38 @@ def _env_example(project: Path) -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
+def migrate(project: Path, environment: dict[str, str], url: str) -> None:
+    """The project's migrations, to head, on the database at url."""
+    environment = {**environment, "DATABASE_URL": url}
+    run(project, "run", "--no-sync", "alembic", "upgrade", "head", environment=environment)
+
+
 @contextmanager
 def own_database(project: Path, database: str, environment: dict[str, str]) -> Iterator[str]:
     """A database URL for this run alone, migrated to head; the database is dropped after."""
     url = environment["DATABASE_URL"]
     if database == "sqlite":
         url = f"sqlite+aiosqlite:///{project / 'schemathesis.db'}"
-        run(
-            project,
-            "run",
-            "--no-sync",
-            "alembic",
-            "upgrade",
-            "head",
-            environment={**environment, "DATABASE_URL": url},
-        )
+        migrate(project, environment, url)
         yield url
         return
     scheme, _, rest = url.partition("://")
     server = rest.rsplit("/", 1)[0]
     name = f"keel_schemathesis_{uuid.uuid4().hex[:8]}"
     admin = f"{scheme}://{server}/{ADMIN_DATABASE[database]}"
-    run(
-        project,
-        "run",
-        "--no-sync",
-        "python",
-        "-c",
-        ADMIN_SCRIPT,
-        admin,
-        f"CREATE DATABASE {name}",
-        environment=environment,
-    )
+
+    def administer(statement: str) -> None:
+        # With the project's own driver, from the project's environment.
+        command = ("run", "--no-sync", "python", "-c", ADMIN_SCRIPT, admin, statement)
+        run(project, *command, environment=environment)
+
+    administer(f"CREATE DATABASE {name}")
     url = f"{scheme}://{server}/{name}"
     try:
-        run(
-            project,
-            "run",
-            "--no-sync",
-            "alembic",
-            "upgrade",
-            "head",
-            environment={**environment, "DATABASE_URL": url},
-        )
+        migrate(project, environment, url)
         yield url
     finally:
-        force = " WITH (FORCE)" if database == "postgresql" else ""
-        run(
-            project,
-            "run",
-            "--no-sync",
-            "python",
-            "-c",
-            ADMIN_SCRIPT,
-            admin,
-            f"DROP DATABASE {name}{force}",
-            environment=environment,
-        )
+        administer(f"DROP DATABASE {name}" + (" WITH (FORCE)" if database == "postgresql" else ""))
 
 
 @contextmanager
