@@ -23,14 +23,16 @@ Run from the repository root:  uv run python benchmarks/queue_send.py   (about a
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Sequence
 
-from db_read import (
+from harness import (
     PACKAGE,
-    install,
+    add_project_arguments,
     log,
+    prepare,
     project_env,
-    render,
     run,
     run_main,
     scratch_directory,
@@ -127,27 +129,32 @@ asyncio.run(main())
 """
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; the defaults are the documented benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_project_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Render, install and measure each broker, then report."""
+    args = parse_args(argv)
     rows = []
-    with scratch_directory("keel-queue-send-", keep=False) as workdir:
+    with scratch_directory("keel-queue-send-", keep=args.keep) as workdir:
         for broker in ("redis", "rabbitmq"):
-            log(f"rendering and installing task_queue=dramatiq, queue_broker={broker}")
-            destination = workdir / broker
-            destination.mkdir()
-            project = render(
-                destination,
+            project = prepare(
+                workdir / broker,
+                vcs_ref=args.vcs_ref,
                 cache="redis" if broker == "redis" else "none",
-                vcs_ref="HEAD",
                 database="sqlite",
                 task_queue="dramatiq",
                 queue_broker=broker,
             )
-            python = install(project)
             log(f"measuring {broker}")
             script = MEASURE.replace("PACKAGE", PACKAGE)
             output = run(
-                [python, "-c", script, broker, str(CLIENTS), str(SENDS)],
-                cwd=project,
+                [project.python, "-c", script, broker, str(CLIENTS), str(SENDS)],
+                cwd=project.path,
                 env=project_env(ENVIRONMENT="test"),
             )
             result = json.loads(output.strip().splitlines()[-1])
