@@ -67,7 +67,6 @@ from harness import (
 )
 
 ASGI_CALLS = BENCH_DIR / "asgi_calls.py"
-ASGI_REQUESTS = 20_000
 STACKS = ("full", "no gzip", "bare")
 VERSIONS_OF = ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "prometheus-client")
 
@@ -160,7 +159,7 @@ def report(
     print(table(headers, summary))
     print()
     print(
-        f"in-process, GET {args.path} called {ASGI_REQUESTS:,} times in a row, fastest of 5:"
+        f"in-process, GET {args.path} called {args.asgi_requests:,} times in a row, fastest of 5:"
         f" the ASGI app's own time, without server or network"
     )
     bare = in_process["bare"]
@@ -178,6 +177,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_load_arguments(parser, duration=10.0)
     parser.add_argument("--path", default="/health")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--asgi-requests",
+        type=int,
+        default=20_000,
+        help="calls of each stack in each of the five in-process passes",
+    )
     parser.add_argument(
         "--projects",
         nargs=2,
@@ -214,8 +219,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             rounds = interleaved_rounds(
                 STACKS, args.rounds, lambda name: measure(stacks[name], args, args.duration)
             )
-        log(f"in-process: {ASGI_REQUESTS:,} calls of each stack, 5 times")
-        command = [full.python, ASGI_CALLS, PACKAGE, args.path, str(ASGI_REQUESTS)]
+        log(f"in-process: {args.asgi_requests:,} calls of each stack, 5 times")
+        command = [full.python, ASGI_CALLS, PACKAGE, args.path, str(args.asgi_requests)]
         in_process = json.loads(run(command, cwd=full.path, env=project_env()))
         report(rounds, in_process, args, machine_info(versions))
 
