@@ -165,6 +165,35 @@ def test_ci_files_of_the_combination(ci_template: Path, tmp_path: Path, combo: C
     assert checks.get("env", {}).get("REQUIRE_SERVICES") == ("1" if ports else None)
 
 
+BAD_WORKFLOW = """\
+on: pull_request
+jobs:
+  greet:
+    runs-on: ubuntu-24.04
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo "${{ github.event.pull_request.title }}"
+"""
+
+
+@pytest.mark.smoke
+def test_the_linters_find_what_they_are_for(tmp_path: Path) -> None:
+    """A tag for a commit and a pull request's title in a script: both linters object."""
+    workflow_file = tmp_path / ".github" / "workflows" / "bad.yml"
+    workflow_file.parent.mkdir(parents=True)
+    workflow_file.write_text(BAD_WORKFLOW, encoding="utf-8")
+    with pytest.raises(AssertionError) as found:
+        lint_workflow(workflow_file)
+    assert "untrusted" in str(found.value)  # actionlint, which runs first
+    zizmor = subprocess.run(
+        [str(VENV_BIN / "zizmor"), "--offline", "--no-progress", str(workflow_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "unpinned-uses" in zizmor.stdout and "template-injection" in zizmor.stdout
+
+
 @pytest.mark.smoke
 def test_workflow_is_hardened(ci_template: Path, tmp_path: Path) -> None:
     # Every combination renders the same hardening lines; the fullest one has them all.
