@@ -27,9 +27,9 @@ in that daemon for the next runs:
 
 The build leaves out the `# syntax=docker/dockerfile:1` line, which makes BuildKit look for an
 image on Docker Hub; users keep it. Each run removes its containers, its image and its database,
-and keeps the base images and BuildKit's cache (uv's downloads). Without root, docker.io or
-debootstrap (`bash scripts/install-tools` installs both) the test is skipped, or fails with
-KEEL_REQUIRE_SERVICES=1.
+and keeps the base images and BuildKit's cache (uv's downloads), pruned to 512 MB. Without root,
+docker.io or debootstrap (`bash scripts/install-tools` installs both) the test is skipped, or
+fails with KEEL_REQUIRE_SERVICES=1.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 STEP_TIMEOUT_SECONDS = 600
 SERVICE_START_SECONDS = 60
 SERVICE_USER_ID = 10001
+BUILD_CACHE_BOUND = "512MB"
 
 PYTHON_IMAGE = re.compile(r"python:(?P<version>\d+\.\d+)-slim")
 UV_IMAGE = re.compile(r"ghcr\.io/astral-sh/uv:(?P<version>\d+\.\d+\.\d+)")
@@ -500,4 +501,7 @@ def test_image_builds_migrates_and_serves_as_a_non_root_user(
     finally:
         docker("rm", "--force", migrate, web, timeout=120)
         docker("image", "rm", "--force", image, timeout=120)
+        # BuildKit's cache (layers, uv's downloads) makes the next build fast; a bound keeps it
+        # from growing with every new lock.
+        docker("builder", "prune", "--force", "--keep-storage", BUILD_CACHE_BOUND, timeout=120)
         postgres("dropdb", "--if-exists", database)
