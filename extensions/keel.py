@@ -73,7 +73,6 @@ def budget_problem(
             queue_workers=int(queue_workers),
             max_connections=int(max_connections),
             reserved_connections=reserved,
-            db_cpu_cores=1,
         )
     except budget.BudgetError:
         least = reserved + processes * budget.MIN_CONNECTIONS_PER_PROCESS
@@ -248,5 +247,4 @@ class ContextUpdater(ContextHook):
                 queue_workers=context["queue_workers"],
                 max_connections=context["db_max_connections"],
                 reserved_connections=context["db_reserved_connections"],
-                db_cpu_cores=context["db_cpu_cores"],
             )

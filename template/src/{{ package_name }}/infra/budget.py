@@ -2,8 +2,8 @@
 
 Every process that opens a pool (web workers on every replica, queue workers) draws from one
 budget: the server's max_connections minus the connections kept back for superusers, migrations,
-admin and monitoring. This module is plain standard-library Python: the answers that made this
-project were checked with the very computation the service runs at startup.
+admin and monitoring. Plain standard-library Python, so that any tool can check a deployment
+size with the very computation the service runs at startup.
 """
 
 from dataclasses import dataclass
@@ -21,18 +21,13 @@ class ConnectionBudget:
 
     processes: int
     available: int
-    per_process: int
     pool_size: int
-    max_overflow: int
-    useful_parallelism: int
 
     def describe(self) -> str:
         """One line for the startup log."""
         return (
-            f"connection budget: {self.processes} processes x (pool_size {self.pool_size}"
-            f" + max_overflow {self.max_overflow}) = {self.processes * self.per_process}"
-            f" <= {self.available} available; the database runs about"
-            f" {self.useful_parallelism} queries at once usefully"
+            f"connection budget: {self.processes} processes x pool_size {self.pool_size}"
+            f" = {self.processes * self.pool_size} <= {self.available} available"
         )
 
 
@@ -40,18 +35,16 @@ def compute_budget(
     *,
     replicas: int,
     web_workers: int,
-    queue_workers: int,
+    queue_workers: int = 0,
     max_connections: int,
     reserved_connections: int,
-    db_cpu_cores: int,
 ) -> ConnectionBudget:
     """Size each process's pool so that all processes together never exceed the database's limit.
 
     Each process's whole share is its pool_size, opened lazily, with no overflow: SQLAlchemy closes
     an overflow connection as soon as it is returned, so under steady load above pool_size every
     request would open and close a connection (measured: 120 new connections a second, a quarter
-    of the throughput). useful_parallelism (about 2 x cores + 1, after HikariCP's "About
-    Pool Sizing") is reported so operators can see how far the budget oversubscribes the database.
+    of the throughput).
     """
     for name, value, minimum in (
         ("replicas", replicas, 1),
@@ -59,31 +52,25 @@ def compute_budget(
         ("queue_workers", queue_workers, 0),
         ("max_connections", max_connections, 1),
         ("reserved_connections", reserved_connections, 0),
-        ("db_cpu_cores", db_cpu_cores, 1),
     ):
         if value < minimum:
             raise BudgetError(f"{name} must be at least {minimum}, got {value}")
 
     processes = replicas * web_workers + queue_workers
     available = max_connections - reserved_connections
-    per_process = available // processes if available > 0 else 0
-    if per_process < MIN_CONNECTIONS_PER_PROCESS:
+    pool_size = available // processes if available > 0 else 0
+    if pool_size < MIN_CONNECTIONS_PER_PROCESS:
         needed = processes * MIN_CONNECTIONS_PER_PROCESS
         most_processes = max(available // MIN_CONNECTIONS_PER_PROCESS, 0)
         fewer = f"lower the process count to at most {most_processes}, " if most_processes else ""
+        counted = f"replicas {replicas} x web_workers {web_workers}"
+        if queue_workers:
+            counted += f" + queue_workers {queue_workers}"
         raise BudgetError(
-            f"connection budget too small: {processes} processes (replicas {replicas}"
-            f" x web_workers {web_workers} + queue_workers {queue_workers}) need at least"
+            f"connection budget too small: {processes} processes ({counted}) need at least"
             f" {needed} connections, but max_connections {max_connections} - reserved"
             f" {reserved_connections} leaves {available}; {fewer}raise max_connections to"
             f" {reserved_connections + needed}"
         )
 
-    return ConnectionBudget(
-        processes=processes,
-        available=available,
-        per_process=per_process,
-        pool_size=per_process,
-        max_overflow=0,
-        useful_parallelism=2 * db_cpu_cores + 1,
-    )
+    return ConnectionBudget(processes=processes, available=available, pool_size=pool_size)
