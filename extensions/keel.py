@@ -13,7 +13,10 @@ from copier_template_extensions import ContextHook
 from jinja2 import Environment
 from jinja2.ext import Extension
 
-BUDGET_MODULE = Path(__file__).parent.parent / "template/src/{{ package_name }}/infra/budget.py"
+BUDGET_MODULE = (
+    Path(__file__).parent.parent
+    / "template/src/{{ package_name }}/infra/{% if has_pool %}budget.py{% endif %}"
+)
 
 
 def load_budget_module() -> ModuleType:

@@ -39,11 +39,11 @@ async def health() -> Health:
 async def ready(resources: AppResources, response: Response) -> Readiness:
     """Readiness: checks every backend at once and names the ones that fail.
 
-    A failing critical backend (the database) makes the service unavailable (503); a failing
-    optional one (the cache) leaves it degraded but serving (200). Why a check failed goes to the
-    log, not to the response: error text names hosts and ports.
+    A failing critical backend makes the service unavailable (503); a failing optional one leaves
+    it degraded but serving (200); Resources.readiness_checks says which is which. Why a check
+    failed goes to the log, not to the response: error text names hosts and ports.
     """
-    checks = resources.readiness_checks()
+    checks = resources.readiness_checks
     outcomes = await asyncio.gather(*(_outcome(name, each.check) for name, each in checks.items()))
     results = dict(zip(checks, outcomes, strict=True))
     failing = [checks[name] for name, outcome in results.items() if outcome != "ok"]
