@@ -2,7 +2,6 @@
 
 import hashlib
 
-from fastapi import Depends
 from fastapi import params
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,12 +16,10 @@ def cache_control(policy: str) -> params.Depends:
     async def send_policy(response: Response) -> None:
         response.headers["cache-control"] = policy
 
-    dependency: params.Depends = Depends(send_policy)
-    return dependency
+    return params.Depends(send_policy)
 
 
-# For a route's dependencies: answers that change with every write, revalidated on each use, and
-# answers no cache may keep.
+# Answers that change with every write, revalidated on each use; answers no cache may keep.
 NO_CACHE = cache_control("no-cache")
 NO_STORE = cache_control("no-store")
 
