@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import keyword
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ BUDGET_MODULE = (
 
 def load_budget_module() -> ModuleType:
     """Load the generated service's budget module: render time and run time share one formula."""
-    name = "keel_budget"
+    source = BUDGET_MODULE.read_text(encoding="utf-8")
+    # Named after its source: `copier update` renders an older release's template in the same
+    # process, whose extension loads its own, different budget module.
+    name = "keel_budget_" + hashlib.sha256(source.encode()).hexdigest()[:16]
     if name in sys.modules:
         return sys.modules[name]
     # Compiled from source rather than imported: an import would write __pycache__/ into the
@@ -29,8 +33,7 @@ def load_budget_module() -> ModuleType:
     module = ModuleType(name)
     module.__file__ = str(BUDGET_MODULE)
     sys.modules[name] = module  # dataclasses resolve their module through sys.modules
-    code = compile(BUDGET_MODULE.read_text(encoding="utf-8"), BUDGET_MODULE, "exec")
-    exec(code, module.__dict__)
+    exec(compile(source, BUDGET_MODULE, "exec"), module.__dict__)
     return module
 
 
