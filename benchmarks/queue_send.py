@@ -46,7 +46,7 @@ CLIENTS, SENDS = 20, 50
 MEASURE = """
 import asyncio, json, logging, socket, sys, time, uuid
 from dramatiq import Message
-from PACKAGE.infra.tasks import open_task_queue
+from PACKAGE.infra.tasks import create_task_queue
 from PACKAGE.settings import Settings
 
 logging.disable(logging.CRITICAL)
@@ -95,7 +95,7 @@ async def on_the_loop(broker):
 
 
 async def main():
-    queue = open_task_queue(settings())
+    queue = create_task_queue(settings())
     await queue.send("bench", (1,), None)  # connects
     threads = await stall_during(lambda: queue.send("bench", (1,), None))
     loop = await stall_during(lambda: on_the_loop(queue._broker))
@@ -103,7 +103,7 @@ async def main():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
-        silent = open_task_queue(settings(listener.getsockname()[1]))
+        silent = create_task_queue(settings(listener.getsockname()[1]))
         started = time.perf_counter()
         try:
             silent._broker.enqueue(message())

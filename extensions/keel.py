@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import keyword
 import sys
 from pathlib import Path
@@ -13,12 +14,18 @@ from copier_template_extensions import ContextHook
 from jinja2 import Environment
 from jinja2.ext import Extension
 
-BUDGET_MODULE = Path(__file__).parent.parent / "template/src/{{ package_name }}/infra/budget.py"
+BUDGET_MODULE = (
+    Path(__file__).parent.parent
+    / "template/src/{{ package_name }}/infra/{% if has_pool %}budget.py{% endif %}"
+)
 
 
 def load_budget_module() -> ModuleType:
     """Load the generated service's budget module: render time and run time share one formula."""
-    name = "keel_budget"
+    source = BUDGET_MODULE.read_text(encoding="utf-8")
+    # Named after its source: `copier update` renders an older release's template in the same
+    # process, whose extension loads its own, different budget module.
+    name = "keel_budget_" + hashlib.sha256(source.encode()).hexdigest()[:16]
     if name in sys.modules:
         return sys.modules[name]
     # Compiled from source rather than imported: an import would write __pycache__/ into the
@@ -26,8 +33,7 @@ def load_budget_module() -> ModuleType:
     module = ModuleType(name)
     module.__file__ = str(BUDGET_MODULE)
     sys.modules[name] = module  # dataclasses resolve their module through sys.modules
-    code = compile(BUDGET_MODULE.read_text(encoding="utf-8"), BUDGET_MODULE, "exec")
-    exec(code, module.__dict__)
+    exec(compile(source, BUDGET_MODULE, "exec"), module.__dict__)
     return module
 
 
@@ -73,7 +79,6 @@ def budget_problem(
             queue_workers=int(queue_workers),
             max_connections=int(max_connections),
             reserved_connections=reserved,
-            db_cpu_cores=1,
         )
     except budget.BudgetError:
         least = reserved + processes * budget.MIN_CONNECTIONS_PER_PROCESS
@@ -248,5 +253,4 @@ class ContextUpdater(ContextHook):
                 queue_workers=context["queue_workers"],
                 max_connections=context["db_max_connections"],
                 reserved_connections=context["db_reserved_connections"],
-                db_cpu_cores=context["db_cpu_cores"],
             )

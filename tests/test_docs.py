@@ -61,16 +61,11 @@ def test_budget_page_shows_computed_numbers(site: Path) -> None:
     rows = {
         "processes P": budget.processes,
         "available": budget.available,
-        "per-process cap K": budget.per_process,
-        "<code>pool_size</code>": budget.pool_size,
-        "<code>max_overflow</code>": budget.max_overflow,
-        "useful parallelism": budget.useful_parallelism,
-        "total at peak": budget.processes * (budget.pool_size + budget.max_overflow),
+        "<code>pool_size</code> K": budget.pool_size,
+        "total at peak": budget.processes * budget.pool_size,
     }
     for label, value in rows.items():
         assert f"<td>{label}</td>\n<td>{value}</td>" in page, label
-    assert budget.pool_size == budget.per_process
-    assert budget.max_overflow == 0
     assert html.escape(budget.describe(), quote=False) in page
     default_peak = budget.processes * hook.SQLALCHEMY_DEFAULT_PER_PROCESS
     assert default_peak > hook.EXAMPLE["max_connections"]

@@ -35,7 +35,6 @@ MAX_CONNECTIONS = 100_000
 replicas = st.integers(1, 64)
 web_workers = st.integers(1, 64)
 queue_workers = st.integers(0, 256)
-db_cpu_cores = st.integers(1, 256)
 
 
 @st.composite
@@ -49,7 +48,6 @@ def deployments(draw: st.DrawFn, fits: bool | None = None) -> dict[str, int]:
         "replicas": draw(replicas),
         "web_workers": draw(web_workers),
         "queue_workers": draw(queue_workers),
-        "db_cpu_cores": draw(db_cpu_cores),
     }
     processes = arguments["replicas"] * arguments["web_workers"] + arguments["queue_workers"]
     if fits is None:
@@ -73,7 +71,6 @@ def _budget(
     queue_workers: int = 0,
     max_connections: int = 100,
     reserved_connections: int = 10,
-    db_cpu_cores: int = 2,
 ) -> Any:
     return compute_budget(
         replicas=replicas,
@@ -81,45 +78,36 @@ def _budget(
         queue_workers=queue_workers,
         max_connections=max_connections,
         reserved_connections=reserved_connections,
-        db_cpu_cores=db_cpu_cores,
     )
 
 
 def test_sqlite_defaults_budget() -> None:
     result = _budget(max_connections=20, reserved_connections=2)
-    assert (result.processes, result.available, result.per_process) == (2, 18, 9)
-    # Each process's whole share is its pool; 2 x 2 cores + 1 = 5 is only reported.
-    assert (result.pool_size, result.max_overflow) == (9, 0)
-    assert result.useful_parallelism == 5
+    # Each process's whole share is its pool.
+    assert (result.processes, result.available, result.pool_size) == (2, 18, 9)
 
 
 def test_sqlalchemy_default_would_overflow_but_budget_fits() -> None:
     # 3 replicas x 4 workers with SQLAlchemy's 5 + 10 would ask for 180 of PostgreSQL's 100.
     result = _budget(replicas=3, web_workers=4, max_connections=100, reserved_connections=10)
     assert result.processes == 12
-    assert result.per_process == 7
-    assert (result.pool_size, result.max_overflow) == (7, 0)
-    assert result.processes * (result.pool_size + result.max_overflow) <= 90
+    assert result.pool_size == 7
+    assert result.processes * result.pool_size <= 90
 
 
 def test_queue_workers_count_in_budget() -> None:
     result = _budget(replicas=2, web_workers=2, queue_workers=4, max_connections=50)
     assert result.processes == 8
-    assert result.per_process == 40 // 8
+    assert result.pool_size == 40 // 8
 
 
-def test_many_cores_pool_size_capped_by_share() -> None:
-    result = _budget(replicas=3, web_workers=4, db_cpu_cores=64)
-    assert result.pool_size == result.per_process == 7
-    assert result.max_overflow == 0
-    assert result.useful_parallelism == 129
-
-
-def test_pool_size_does_not_depend_on_cores() -> None:
-    # Sizing uses only the share; the cores change the reported useful parallelism alone.
-    few, many = _budget(db_cpu_cores=1), _budget(db_cpu_cores=64)
-    assert (few.pool_size, few.max_overflow) == (many.pool_size, many.max_overflow) == (45, 0)
-    assert (few.useful_parallelism, many.useful_parallelism) == (3, 129)
+def test_queue_workers_are_named_only_when_there_are_some() -> None:
+    with pytest.raises(BudgetError) as without:
+        _budget(replicas=8, web_workers=8)
+    with pytest.raises(BudgetError) as with_queue:
+        _budget(replicas=8, web_workers=8, queue_workers=2)
+    assert "queue_workers" not in str(without.value)
+    assert "+ queue_workers 2" in str(with_queue.value)
 
 
 def test_describe_is_one_line_with_the_numbers() -> None:
@@ -127,9 +115,7 @@ def test_describe_is_one_line_with_the_numbers() -> None:
     assert "\n" not in line
     assert "2 processes" in line
     assert "pool_size 9" in line
-    assert "max_overflow 0" in line
     assert "= 18 <= 18 available" in line
-    assert "about 5 queries at once" in line
 
 
 def test_budget_error_is_a_value_error() -> None:
@@ -145,7 +131,6 @@ def test_budget_error_is_a_value_error() -> None:
         ("queue_workers", -1),
         ("max_connections", 0),
         ("reserved_connections", -1),
-        ("db_cpu_cores", 0),
     ],
 )
 def test_out_of_range_input_is_refused(field: str, value: int) -> None:
@@ -155,7 +140,6 @@ def test_out_of_range_input_is_refused(field: str, value: int) -> None:
         "queue_workers": 0,
         "max_connections": 100,
         "reserved_connections": 0,
-        "db_cpu_cores": 1,
         field: value,
     }
     with pytest.raises(BudgetError, match=f"{field} must be at least"):
@@ -183,11 +167,9 @@ def _assert_within_budget(arguments: dict[str, int], result: Any) -> None:
     available = arguments["max_connections"] - arguments["reserved_connections"]
     assert result.processes == processes
     assert result.available == available
-    assert processes * (result.pool_size + result.max_overflow) <= available
+    assert processes * result.pool_size <= available
     assert result.pool_size >= 2
-    assert result.pool_size == result.per_process == available // processes
-    assert result.max_overflow == 0
-    assert result.useful_parallelism == 2 * arguments["db_cpu_cores"] + 1
+    assert result.pool_size == available // processes
 
 
 @given(deployments())
@@ -207,7 +189,6 @@ def test_budget_never_exceeds_available_connections(arguments: dict[str, int]) -
     _assert_within_budget(arguments, result)
     # The whole share is the pool: one more connection per process would break the invariant.
     assert result.processes * (result.pool_size + 1) > result.available
-    assert f"about {result.useful_parallelism} queries at once" in result.describe()
 
 
 @given(deployments(fits=False))
@@ -314,7 +295,6 @@ def test_every_number_a_refusal_proposes_is_accepted(answers: dict[str, Any]) ->
                 queue_workers=answers["queue_workers"],
                 max_connections=answers["db_max_connections"],
                 reserved_connections=answers["db_reserved_connections"],
-                db_cpu_cores=1,
             )
         return
     assert refusal.startswith("db_max_connections must be ")
@@ -376,7 +356,6 @@ def _context(**answers: Any) -> dict[str, Any]:
         "queue_workers": 0,
         "db_max_connections": 20,
         "db_reserved_connections": 2,
-        "db_cpu_cores": 2,
         **answers,
     }
 

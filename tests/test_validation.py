@@ -148,8 +148,6 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "db_max_connections",
         "at least 174: 10 reserved + 82 processes x 2",
     ),
-    ("db-cores-zero", {"db_cpu_cores": 0}, "db_cpu_cores", "between 1 and 256"),
-    ("db-cores-too-many", {"db_cpu_cores": 257}, "db_cpu_cores", "between 1 and 256"),
     (
         "celery-on-redis-without-redis",
         {"task_queue": "celery", "queue_broker": "redis", "cache": "memory"},

@@ -37,7 +37,6 @@ EXAMPLE: dict[str, int] = {
     "queue_workers": 0,
     "max_connections": 100,
     "reserved_connections": 10,
-    "db_cpu_cores": 4,
 }
 REFUSED: dict[str, int] = {**EXAMPLE, "replicas": 10, "web_workers": 8}
 # SQLAlchemy's QueuePool defaults: pool_size 5 + max_overflow 10.
@@ -155,27 +154,21 @@ def budget_example() -> str:
     budget = module.compute_budget(**EXAMPLE)
     replicas, web, queue = EXAMPLE["replicas"], EXAMPLE["web_workers"], EXAMPLE["queue_workers"]
     max_conn, reserved = EXAMPLE["max_connections"], EXAMPLE["reserved_connections"]
-    cores = EXAMPLE["db_cpu_cores"]
-    peak = budget.processes * (budget.pool_size + budget.max_overflow)
+    peak = budget.processes * budget.pool_size
     default_peak = budget.processes * SQLALCHEMY_DEFAULT_PER_PROCESS
     return "\n".join(
         [
             f"{replicas} replicas {TIMES} {web} web workers + {queue} queue workers,"
-            f" on a database with max_connections {max_conn}, {reserved} reserved, {cores} cores:",
+            f" on a database with max_connections {max_conn}, {reserved} reserved:",
             "",
             "| | Value | Why |",
             "|---|---|---|",
             f"| processes P | {budget.processes} | {replicas} {TIMES} {web} + {queue} |",
             f"| available | {budget.available} | {max_conn} {MINUS} {reserved} |",
-            f"| per-process cap K | {budget.per_process} |"
-            f" {budget.available} // {budget.processes} |",
-            f"| `pool_size` | {budget.pool_size} | K, the whole share, opened lazily |",
-            f"| `max_overflow` | {budget.max_overflow} |"
-            " none: SQLAlchemy closes an overflow connection as soon as it is returned |",
-            f"| useful parallelism | {budget.useful_parallelism} |"
-            f" 2 {TIMES} {cores} cores + 1, reported, not used for sizing |",
-            f"| total at peak | {peak} | {budget.processes} {TIMES} ({budget.pool_size} +"
-            f" {budget.max_overflow}) ≤ {budget.available} |",
+            f"| `pool_size` K | {budget.pool_size} |"
+            f" {budget.available} // {budget.processes}, the whole share, opened lazily |",
+            f"| total at peak | {peak} | {budget.processes} {TIMES} {budget.pool_size}"
+            f" ≤ {budget.available} |",
             "",
             "The service logs this at startup:",
             "",

@@ -2,12 +2,26 @@
 
 import hashlib
 
+from fastapi import params
 from starlette.requests import Request
 from starlette.responses import Response
 
-NO_STORE = {"cache-control": "no-store"}
 # GZipMiddleware compresses bodies from this size on, and adds Vary: Accept-Encoding to them.
 GZIP_MINIMUM_SIZE = 1024
+
+
+def cache_control(policy: str) -> params.Depends:
+    """A route dependency that sends Cache-Control: policy with the route's answers."""
+
+    async def send_policy(response: Response) -> None:
+        response.headers["cache-control"] = policy
+
+    return params.Depends(send_policy)
+
+
+# Answers that change with every write, revalidated on each use; answers no cache may keep.
+NO_CACHE = cache_control("no-cache")
+NO_STORE = cache_control("no-store")
 
 
 def etag_for(body: bytes) -> str:

@@ -4,29 +4,21 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import APIRouter
-from fastapi import Request
 from fastapi import Response
 from pydantic import BaseModel
 
+from ..dependencies import AppResources
 from ..draining import is_draining
+from ..http_caching import NO_STORE
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A server the service talks to, and whether the service can serve at all without it."""
-
-    check: Callable[[], Awaitable[None]]
-    is_critical: bool = True
 
 
 class Health(BaseModel):
@@ -44,28 +36,25 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", responses={503: {"model": Readiness}})
-async def ready(request: Request, response: Response) -> Readiness:
+@router.get("/ready", responses={503: {"model": Readiness}}, dependencies=[NO_STORE])
+async def ready(resources: AppResources, response: Response) -> Readiness:
     """Readiness: checks every backend at once and names the ones that fail.
 
-    A failing critical backend (the database) makes the service unavailable (503); a failing
-    optional one (the cache) leaves it degraded but serving (200). Why a check failed goes to the
-    log, not to the response: error text names hosts and ports. Once the server is stopping, it
-    is "draining" (503) whatever its backends say.
+    A failing critical backend makes the service unavailable (503); a failing optional one leaves
+    it degraded but serving (200); Resources.readiness_checks says which is which. Why a check
+    failed goes to the log, not to the response: error text names hosts and ports. Once the
+    server is stopping, it is "draining" (503) whatever its backends say.
     """
-    response.headers["cache-control"] = "no-store"
     if is_draining():
         response.status_code = 503
         return Readiness(status="draining", checks={})
-    backends: dict[str, Backend] = request.app.state.backends
-    outcomes = await asyncio.gather(
-        *(_outcome(name, backend.check) for name, backend in backends.items())
-    )
-    results = dict(zip(backends, outcomes, strict=True))
-    failing = [backends[name] for name, outcome in results.items() if outcome != "ok"]
+    checks = resources.readiness_checks
+    outcomes = await asyncio.gather(*(_outcome(name, each.check) for name, each in checks.items()))
+    results = dict(zip(checks, outcomes, strict=True))
+    failing = [checks[name] for name, outcome in results.items() if outcome != "ok"]
     if not failing:
         return Readiness(status="ready", checks=results)
-    if not any(backend.is_critical for backend in failing):
+    if not any(check.is_critical for check in failing):
         return Readiness(status="degraded", checks=results)
     response.status_code = 503
     return Readiness(status="unavailable", checks=results)

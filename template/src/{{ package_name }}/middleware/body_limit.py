@@ -19,8 +19,8 @@ class BodySizeLimitMiddleware:
     Without this, a 13 MB body of JSON holds a worker's event loop for seconds while it is parsed.
 
     Not FastAPI's own `max_body_size`: it sits outside the service's middleware, so its 413s would
-    carry no request id and go uncounted in the metrics and the slow-request log, and it decides
-    only once something reads the body or starts the answer.
+    escape ObservabilityMiddleware (no request id, no timing), and it decides only once something
+    reads the body or starts the answer.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
