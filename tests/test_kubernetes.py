@@ -364,15 +364,23 @@ def check_deployment(project: Path, answers: dict[str, Any]) -> None:
 
 
 def service_monitor_problems(project: Path) -> list[str]:
-    """The overlay with the ServiceMonitor component: valid, and scraping ports that exist."""
-    enabled = project / DEPLOY / "overlays/with-service-monitor"
-    enabled.mkdir()
-    (enabled / "kustomization.yaml").write_text(
-        "resources: [../production]\ncomponents: [../../components/service-monitor]\n",
-        encoding="utf-8",
-    )
-    objects = build(enabled)
+    """The production overlay with its ServiceMonitor lines uncommented, as a user enables it:
+    valid, in the overlay's namespace, and scraping ports that exist."""
+    kustomization = project / OVERLAY / "kustomization.yaml"
+    text = kustomization.read_text(encoding="utf-8")
+    commented = "# components:\n#   - ../../components/service-monitor\n"
+    assert commented in text, "the overlay has no commented-out service-monitor component"
+    enabled = text.replace(commented, commented.replace("# ", "").replace("#", ""))
+    kustomization.write_text(enabled, encoding="utf-8")
+    objects = build(project / OVERLAY)
+    kustomization.write_text(text, encoding="utf-8")
     problems = validation_problems(objects)
+    namespace = yaml.safe_load(text)["namespace"]
+    problems += [
+        f"{item['kind']}/{item['metadata']['name']}: not in the namespace {namespace}"
+        for item in objects
+        if item["metadata"].get("namespace") != namespace
+    ]
     (monitor,) = of_kind(objects, "ServiceMonitor")
     (metrics,) = [
         s for s in of_kind(objects, "Service") if s["metadata"]["name"].endswith("-metrics")
