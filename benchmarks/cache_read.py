@@ -67,7 +67,6 @@ import concurrent.futures
 import contextlib
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -77,39 +76,38 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db_read import (
-    FALLBACK_POOL_SIZE,
-    PG_HOST,
-    STATS_SETTLE_SECONDS,
-    VERSIONS_OF,
-    Budget,
+from harness import (
+    HOST,
     CpuSnapshot,
     Processes,
+    Project,
     Server,
     WrkResult,
-    bench_database,
+    add_load_arguments,
+    add_project_arguments,
     children_of,
     cpu_seconds,
-    database_urls,
+    drive,
     free_port,
-    install,
     log,
     machine_info,
-    migrate_and_seed,
     package_versions,
-    pg_admin,
-    render,
+    prepare,
+    ratio,
+    require_tools,
     run,
     run_main,
-    run_wrk,
     scratch_directory,
-    service_budget,
-    service_env,
-    start_floor,
-    start_service,
     stop_on_sigterm,
     table,
-    wait_until_ready,
+)
+from pg_stacks import (
+    STATS_SETTLE_SECONDS,
+    VERSIONS_OF,
+    Stacks,
+    pg_admin,
+    postgres_line,
+    seeded_database,
 )
 
 PRODUCTS = 300_000
@@ -192,19 +190,19 @@ class RedisServer:
     @property
     def url(self) -> str:
         """REDIS_URL for the service."""
-        return f"redis://{PG_HOST}:{self.port}/0"
+        return f"redis://{HOST}:{self.port}/0"
 
     def start(self) -> None:
         """Start it (again, empty: nothing is saved) and wait until it answers PING."""
         command = [
-            "redis-server", "--port", str(self.port), "--bind", PG_HOST, "--save", "",
+            "redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
             "--appendonly", "no", "--dir", str(self._directory),
         ]  # fmt: skip
         with (self._directory / f"{self._name}.log").open("ab") as output:
             self.process = self._processes.start(command, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + REDIS_READY_SECONDS
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection((PG_HOST, self.port)) as s:
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port)) as s:
                 s.sendall(b"PING\r\n")
                 if s.recv(64).startswith(b"+PONG"):
                     return
@@ -230,7 +228,7 @@ class RedisServer:
 @contextlib.contextmanager
 def silent_listener() -> Iterator[int]:
     """A port that accepts TCP connections and never answers on them, like a hung Redis."""
-    listener = socket.create_server((PG_HOST, 0), backlog=1024)
+    listener = socket.create_server((HOST, 0), backlog=1024)
     listener.settimeout(0.2)
     held: list[socket.socket] = []
     stopping = threading.Event()
@@ -318,15 +316,8 @@ class Measured:
 
 
 def wrk(server: Server, args: argparse.Namespace, ids: Ids, seconds: float) -> WrkResult:
-    """One wrk run at the command line's concurrency."""
-    return run_wrk(
-        server.url,
-        connections=args.connections,
-        seconds=seconds,
-        threads=args.threads,
-        timeout_seconds=args.wrk_timeout,
-        ids=ids.script_env(args.threads),
-    )
+    """One wrk run at the command line's concurrency over these ids."""
+    return drive(server, args, seconds, script_env=ids.script_env(args.threads))
 
 
 def measure(
@@ -355,51 +346,6 @@ def measure(
     if isinstance(ids, FreshIds):
         ids.used(result)
     return Measured(label, run_ids, result, cpu, redis_cpu, counts)
-
-
-class Stacks:
-    """Starts the stacks under test, each on a free port, in one Processes."""
-
-    def __init__(
-        self,
-        processes: Processes,
-        workdir: Path,
-        python: Path,
-        dsn: str,
-        env: dict[str, str],
-        budget: Budget,
-    ) -> None:
-        self.processes = processes
-        self.workdir = workdir
-        self.python = python
-        self.dsn = dsn
-        self.env = env
-        self.budget = budget
-        self._count = 0
-
-    def service(self, project: Path, name: str, **settings: str) -> Server:
-        """The generated service under gunicorn, with extra settings; waits until it is ready."""
-        self._count += 1
-        env = {**self.env, "PORT": str(free_port()), "METRICS_PORT": str(free_port()), **settings}
-        log_file = self.workdir / f"service-{self._count}.log"
-        server = start_service(self.processes, project, env, log_file, self.budget, name=name)
-        wait_until_ready(server)
-        return server
-
-    def floor(self, name: str, **settings: str) -> Server:
-        """floor_app.py under uvicorn with the service's pool size; waits until it is ready."""
-        self._count += 1
-        pool = self.budget.pool_size or FALLBACK_POOL_SIZE
-        log_file = self.workdir / f"floor-{self._count}.log"
-        server = start_floor(
-            self.processes, self.python, self.dsn, pool, log_file, name=name, **settings
-        )
-        wait_until_ready(server)
-        return server
-
-    def stop(self, server: Server) -> None:
-        """Stop a stack, its workers too."""
-        self.processes.stop(server.process)
 
 
 # ---------------------------------------------------------------------------- the parts
@@ -448,7 +394,7 @@ def read_runs(
 def outage_runs(stacks: Stacks, projects: Projects, args: argparse.Namespace) -> list[Measured]:
     """The cache=redis service over the hot set with Redis refused, killed, and silent."""
     results = []
-    refused_url = f"redis://{PG_HOST}:{free_port()}/0"
+    refused_url = f"redis://{HOST}:{free_port()}/0"
     service = stacks.service(projects.redis, "Redis refused", REDIS_URL=refused_url)
     state = readiness(service)
     results.append(measure(service, args, "Redis refused (closed port)", HOT))
@@ -459,7 +405,7 @@ def outage_runs(stacks: Stacks, projects: Projects, args: argparse.Namespace) ->
 
     with silent_listener() as port:
         service = stacks.service(
-            projects.redis, "Redis silent", REDIS_URL=f"redis://{PG_HOST}:{port}/0"
+            projects.redis, "Redis silent", REDIS_URL=f"redis://{HOST}:{port}/0"
         )
         state = readiness(service)
         results.append(measure(service, args, "Redis silent (never answers)", HOT))
@@ -575,7 +521,7 @@ def stampede_run(
     worker_pids = children_of(service.process.pid)
     cpu_before = [cpu_seconds(pid) for pid in worker_pids]
     counts_before = cache_counts(service)
-    scans_before = pg_admin(stacks.python, "scans", stacks.dsn, "products")["idx_scan"]
+    scans_before = pg_admin(stacks.python, "scans", stacks.database.dsn, "products")["idx_scan"]
     host, port = service.url.removeprefix("http://").rsplit(":", 1)
     statuses: collections.Counter[int] = collections.Counter()
     slowest = 0.0
@@ -593,7 +539,7 @@ def stampede_run(
     counts.subtract(counts_before)
     stacks.stop(service)
     time.sleep(STATS_SETTLE_SECONDS)
-    scans_after = pg_admin(stacks.python, "scans", stacks.dsn, "products")["idx_scan"]
+    scans_after = pg_admin(stacks.python, "scans", stacks.database.dsn, "products")["idx_scan"]
     logged = sum(
         "slow query" in line and STAMPEDE_MARKER in line
         for line in service.log.read_text(errors="replace").splitlines()
@@ -650,13 +596,13 @@ def reads_table(results: Sequence[Measured]) -> str:
             f"{m.wrk.rps:,.0f}",
             f"{m.wrk.p50_ms:.1f} ms",
             f"{m.wrk.p99_ms:.1f} ms",
-            f"{m.wrk.rps / floor_rps:.2f}" if floor_rps else "-",
+            ratio(m.wrk.rps, floor_rps),
             m.per_request_ms(m.cpu.app),
             m.per_request_ms(m.cpu.postgres),
             m.per_request_ms(m.redis_cpu) if m.redis_cpu else "-",
             describe_counts(m.cache),
             m.errors(),
-            f"{m.cpu.host_stolen / m.cpu.host_total:.0%}" if m.cpu.host_total else "-",
+            m.cpu.steal(),
         ]
         for m in results
     ]
@@ -775,12 +721,8 @@ def report(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; the defaults are the documented benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vcs-ref", default="HEAD", help="template ref; HEAD includes local edits")
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--wrk-timeout", type=float, default=2.0, help="wrk's --timeout, seconds")
+    add_project_arguments(parser)
+    add_load_arguments(parser)
     parser.add_argument("--stampede-requests", type=int, default=200)
     parser.add_argument("--stampede-rounds", type=int, default=5, help="cold keys per stampede")
     parser.add_argument(
@@ -788,7 +730,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="reads,outage,stampede",
         help="comma-separated: reads, outage, stampede (default: all)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the rendered projects and logs")
     args = parser.parse_args(argv)
     args.parts = set(args.parts.split(","))
     if unknown := args.parts - {"reads", "outage", "stampede"}:
@@ -796,43 +737,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def prepare(workdir: Path, args: argparse.Namespace) -> tuple[Projects, Path]:
-    """Render and install both projects; returns them and the cache=redis project's Python."""
-    installed = {}
-    for cache in ("redis", "none"):
-        destination = workdir / f"cache-{cache}"
-        destination.mkdir()
-        log(f"rendering keel ({args.vcs_ref}, cache={cache}) into {destination}; uv sync")
-        project = render(destination, cache=cache, vcs_ref=args.vcs_ref)
-        installed[cache] = (project, install(project))
-    return Projects(redis=installed["redis"][0], none=installed["none"][0]), installed["redis"][1]
+def prepare_projects(workdir: Path, args: argparse.Namespace) -> tuple[Projects, Project]:
+    """Render and install both projects; returns them, and the cache=redis one installed."""
+    redis, none = (
+        prepare(workdir / f"cache-{cache}", vcs_ref=args.vcs_ref, cache=cache)
+        for cache in ("redis", "none")
+    )
+    return Projects(redis=redis.path, none=none.path), redis
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Render, install, seed, serve, load, report; clean up whatever happens."""
     args = parse_args(argv)
-    for tool in ("wrk", "redis-server"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed (Debian: apt-get install -y {tool})")
+    require_tools("wrk", "redis-server")
     stop_on_sigterm()
     with scratch_directory("keel-bench-cache-", keep=args.keep) as workdir:
-        projects, python = prepare(workdir, args)
+        projects, installed = prepare_projects(workdir, args)
+        python = installed.python
         versions = package_versions(python, (*VERSIONS_OF, "redis", "hiredis"))
-        header = [
-            *machine_info(versions, pg_admin(python, "info")["server_version"]),
-            f"redis:      redis-server {redis_version()}, started by the benchmark",
-        ]
+        servers = {
+            **postgres_line(python),
+            "redis": f"redis-server {redis_version()}, started by the benchmark",
+        }
+        header = machine_info(versions, servers)
         reads: list[Measured] = []
         outages: list[Measured] = []
         stampedes: list[Stampede] = []
-        with bench_database(python) as database, Processes() as processes:
-            url, dsn = database_urls(database)
-            env = service_env(url, workdir / "metrics")
-            env["CACHE_NAMESPACE"] = NAMESPACE
-            migrate_and_seed(python, projects.redis, env, dsn, PRODUCTS)
-            budget = service_budget(python, projects.redis, env)
-            header.append(f"service:    {budget.line}")
-            stacks = Stacks(processes, workdir, python, dsn, env, budget)
+        namespace = f"CACHE_NAMESPACE={NAMESPACE}"
+        with (
+            seeded_database(installed, workdir, PRODUCTS, [namespace]) as database,
+            Processes() as processes,
+        ):
+            header.append(f"service:    {database.budget.line}")
+            stacks = Stacks(processes, workdir, python, database)
             redis = RedisServer(processes, workdir, "redis")
             redis.start()
             fresh = FreshIds(HOT_IDS + 1, PRODUCTS)

@@ -20,13 +20,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from db_read import (
+from harness import (
     BENCH_DIR,
     PACKAGE,
-    install,
+    add_project_arguments,
     log,
+    prepare,
     project_env,
-    render,
     run,
     run_main,
     scratch_directory,
@@ -39,7 +39,7 @@ SIMULATION = BENCH_DIR / "dead_workers.py"
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; the defaults are the documented benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vcs-ref", default="HEAD", help="template ref; HEAD includes local edits")
+    add_project_arguments(parser)
     parser.add_argument("--restarts", type=int, nargs="+", default=[0, 10, 100, 500])
     parser.add_argument("--project", type=Path, help="use this generated project instead")
     return parser.parse_args(argv)
@@ -48,21 +48,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Render, install, simulate, report."""
     args = parse_args(argv)
-    with scratch_directory("keel-bench-restarts-", keep=False) as workdir:
-        if args.project is None:
-            log(f"rendering keel ({args.vcs_ref}) into {workdir}")
-            answers = {"database": "sqlite", "metrics": "prometheus"}
-            project = render(workdir, cache="memory", vcs_ref=args.vcs_ref, **answers)
-        else:
-            project = args.project.resolve()
-        log(f"uv sync --python 3.11 in {project}")
-        python = install(project)
+    with scratch_directory("keel-bench-restarts-", keep=args.keep) as workdir:
+        project = prepare(
+            workdir,
+            vcs_ref=args.vcs_ref,
+            given=args.project,
+            database="sqlite",
+            cache="memory",
+            metrics="prometheus",
+        )
+        simulate: list[str | Path] = [project.python, SIMULATION, PACKAGE, workdir / "metrics"]
         rows = []
         for restarts in args.restarts:
             for mode in ("plain", "archive"):
                 log(f"{restarts} restarts, {mode}")
-                command = [python, SIMULATION, PACKAGE, workdir / "metrics", str(restarts), mode]
-                result = json.loads(run(command, env=project_env()))
+                result = json.loads(run([*simulate, str(restarts), mode], env=project_env()))
                 rows.append(
                     [
                         str(restarts),

@@ -32,62 +32,43 @@ Options worth knowing (--help lists them all):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from db_read import (
+from harness import (
     BENCH_DIR,
+    HOST,
     PACKAGE,
-    PG_HOST,
     Processes,
+    Server,
     WrkResult,
-    children_of,
+    add_load_arguments,
+    add_project_arguments,
     cpu_seconds,
+    drive,
     free_port,
-    install,
+    interleaved_rounds,
     log,
+    machine_info,
+    package_versions,
+    prepare,
     project_env,
-    render,
+    ratio,
+    require_tools,
     run,
     run_main,
-    run_wrk,
     scratch_directory,
+    start_gunicorn,
     stop_on_sigterm,
     table,
 )
 
-READY_TIMEOUT_SECONDS = 60.0
 ASGI_CALLS = BENCH_DIR / "asgi_calls.py"
-ASGI_REQUESTS = 20_000
 STACKS = ("full", "no gzip", "bare")
 VERSIONS_OF = ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "prometheus-client")
-
-
-@dataclass
-class Stack:
-    """One running server under test."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def worker_pid(self) -> int:
-        """gunicorn's only worker."""
-        children = children_of(self.process.pid)
-        if not children:
-            raise SystemExit(f"{self.name}: gunicorn has no worker; see {self.log}")
-        return children[0]
 
 
 @dataclass
@@ -100,49 +81,31 @@ class Round:
     @property
     def cpu_per_request_us(self) -> float:
         """Worker CPU microseconds per answered request."""
-        return self.worker_cpu_seconds * 1e6 / self.wrk.requests if self.wrk.requests else 0.0
+        return self.wrk.per_request_ms(self.worker_cpu_seconds) * 1000
 
 
-def start(
-    processes: Processes, name: str, project: Path, env: dict[str, str], workdir: Path, *app: str
-) -> Stack:
-    """gunicorn with the project's gunicorn.conf.py; `app` overrides its wsgi_app."""
-    log_path = workdir / f"{name.replace(' ', '-')}.log"
-    with log_path.open("wb") as output:
-        process = processes.start(
-            [project / ".venv" / "bin" / "python", "-m", "gunicorn", *app],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    stack = Stack(name, process, f"http://{env['HOST']}:{env['PORT']}", log_path)
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
-        with (
-            contextlib.suppress(OSError, urllib.error.URLError),
-            urllib.request.urlopen(stack.url + "/ready", timeout=2) as response,
-        ):
-            if response.status == 200:
-                return stack
-        time.sleep(0.2)
-    raise SystemExit(
-        f"{name} did not become ready; its log ends with:\n{log_path.read_text()[-3000:]}"
-    )
-
-
-def measure(stack: Stack, args: argparse.Namespace, seconds: float) -> Round:
+def measure(server: Server, args: argparse.Namespace, seconds: float) -> Round:
     """One wrk run against the stack, with the CPU its worker used meanwhile."""
-    worker = stack.worker_pid()
+    worker = server.worker_pid()
     before = cpu_seconds(worker)
-    result = run_wrk(
-        stack.url,
-        connections=args.connections,
-        seconds=seconds,
-        threads=args.threads,
-        timeout_seconds=2.0,
-    )
+    # product_by_id.lua appends a number to BENCH_PATH: a query string /health ignores.
+    result = drive(server, args, seconds, script_env={"BENCH_PATH": f"{args.path}?n="})
     return Round(result, cpu_seconds(worker) - before)
+
+
+def serve(processes: Processes, name: str, project: Path, workdir: Path, *app: str) -> Server:
+    """gunicorn with the project's gunicorn.conf.py, one worker; `app` overrides its wsgi_app."""
+    slug = name.replace(" ", "-")
+    env = project_env(
+        HOST=HOST,
+        PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
+        WEB_CONCURRENCY="1",
+        ENVIRONMENT="production",
+        PROMETHEUS_MULTIPROC_DIR=str(workdir / f"{slug}-metrics"),
+    )
+    options = ["--pythonpath", str(BENCH_DIR), *app] if app else []
+    return start_gunicorn(processes, name, project, env, workdir / f"{slug}.log", *options)
 
 
 def report(
@@ -156,15 +119,15 @@ def report(
         [
             name,
             str(number),
-            f"{run.wrk.rps:,.0f}",
-            f"{run.wrk.p50_ms:.2f} ms",
-            f"{run.wrk.p99_ms:.2f} ms",
-            f"{run.cpu_per_request_us:.0f} µs",
-            str(run.wrk.non_2xx + run.wrk.socket_errors + run.wrk.timeouts),
+            f"{measured.wrk.rps:,.0f}",
+            f"{measured.wrk.p50_ms:.2f} ms",
+            f"{measured.wrk.p99_ms:.2f} ms",
+            f"{measured.cpu_per_request_us:.0f} µs",
+            str(measured.wrk.non_2xx + measured.wrk.socket_errors + measured.wrk.timeouts),
         ]
         for number in range(args.rounds)
         for name in STACKS
-        for run in [rounds[name][number]]
+        for measured in [rounds[name][number]]
     ]
     median_rps = {name: statistics.median(r.wrk.rps for r in runs) for name, runs in rounds.items()}
     median_cpu = {
@@ -185,7 +148,7 @@ def report(
         [
             name,
             f"{median_rps[name]:,.0f}",
-            f"{median_rps[name] / bare_rps:.3f}",
+            ratio(median_rps[name], bare_rps, 3),
             f"{100 * (1 - median_rps[name] / bare_rps):.1f}%",
             f"{median_cpu[name]:.0f} µs",
             f"{median_cpu[name] - bare_cpu:+.0f} µs",
@@ -196,7 +159,7 @@ def report(
     print(table(headers, summary))
     print()
     print(
-        f"in-process, GET {args.path} called {ASGI_REQUESTS:,} times in a row, fastest of 5:"
+        f"in-process, GET {args.path} called {args.asgi_requests:,} times in a row, fastest of 5:"
         f" the ASGI app's own time, without server or network"
     )
     bare = in_process["bare"]
@@ -207,29 +170,19 @@ def report(
     print(table(["stack", "per request", "vs bare"], rows))
 
 
-def versions(python: Path) -> str:
-    """Versions of the libraries on the request path, in the full project's virtualenv."""
-    code = (
-        "import importlib.metadata as m, sys;"
-        f"print(', '.join(f'{{p}} {{m.version(p)}}' for p in {list(VERSIONS_OF)!r}),"
-        " '| python', sys.version.split()[0])"
-    )
-    return subprocess.run(
-        [python, "-c", code], capture_output=True, text=True, check=True, env=project_env()
-    ).stdout.strip()
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; the defaults are the documented benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vcs-ref", default="HEAD", help="template ref; HEAD includes local edits")
+    add_project_arguments(parser)
+    add_load_arguments(parser, duration=10.0)
     parser.add_argument("--path", default="/health")
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--keep", action="store_true", help="keep the rendered projects and logs")
+    parser.add_argument(
+        "--asgi-requests",
+        type=int,
+        default=20_000,
+        help="calls of each stack in each of the five in-process passes",
+    )
     parser.add_argument(
         "--projects",
         nargs=2,
@@ -241,68 +194,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Render, install, serve both, load them in turn, report; clean up whatever happens."""
+    """Render, install, serve all three, load them in turn, report; clean up whatever happens."""
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk (Debian), then run again")
+    require_tools("wrk")
     stop_on_sigterm()
-    # product_by_id.lua appends a number to BENCH_PATH: a query string /health ignores.
-    os.environ["BENCH_PATH"] = f"{args.path}?n="
     with scratch_directory("keel-bench-middleware-", keep=args.keep) as workdir:
-        if args.projects is None:
-            projects = {}
-            for name, metrics in (("full", "prometheus"), ("bare", "none")):
-                log(f"rendering keel ({args.vcs_ref}, metrics={metrics}) into {workdir / name}")
-                (workdir / name).mkdir()
-                answers = {"database": "none", "metrics": metrics}
-                projects[name] = render(
-                    workdir / name, cache="none", vcs_ref=args.vcs_ref, **answers
-                )
-        else:
-            projects = dict(
-                zip(("full", "bare"), (p.resolve() for p in args.projects), strict=True)
-            )
-        pythons = {}
-        for name, project in projects.items():
-            log(f"uv sync --python 3.11 in {project}")
-            pythons[name] = install(project)
-        libraries = versions(pythons["full"])
+        full_given, bare_given = args.projects or (None, None)
+        full, bare = (
+            prepare(workdir / name, vcs_ref=args.vcs_ref, given=given, database="none", metrics=m)
+            for name, given, m in (("full", full_given, "prometheus"), ("bare", bare_given, "none"))
+        )
+        versions = package_versions(full.python, VERSIONS_OF)
         with Processes() as processes:
-            # Each stack: its project, and the app gunicorn serves instead of the generated one.
-            served = {
-                "full": (projects["full"], []),
-                "no gzip": (projects["full"], ["bare_app:create_app_without_gzip()"]),
-                "bare": (projects["bare"], ["bare_app:create_app()"]),
+            stacks = {
+                "full": serve(processes, "full", full.path, workdir),
+                "no gzip": serve(
+                    processes, "no gzip", full.path, workdir, "bare_app:create_app_without_gzip()"
+                ),
+                "bare": serve(processes, "bare", bare.path, workdir, "bare_app:create_app()"),
             }
-            stacks = {}
-            for name, (project, app) in served.items():
-                env = project_env(
-                    HOST=PG_HOST,
-                    PORT=str(free_port()),
-                    WEB_CONCURRENCY="1",
-                    ENVIRONMENT="production",
-                    PROMETHEUS_MULTIPROC_DIR=str(workdir / f"{name.replace(' ', '-')}-metrics"),
-                )
-                options = ["--pythonpath", str(BENCH_DIR), *app] if app else []
-                stacks[name] = start(processes, name, project, env, workdir, *options)
             for name, stack in stacks.items():
                 log(f"{name}: warm-up {args.warmup:g} s")
                 measure(stack, args, args.warmup)
-            rounds: dict[str, list[Round]] = {name: [] for name in STACKS}
-            for number in range(args.rounds):
-                for offset in range(len(STACKS)):
-                    name = STACKS[(number + offset) % len(STACKS)]
-                    log(f"round {number + 1}/{args.rounds}: {name}, {args.duration:g} s")
-                    rounds[name].append(measure(stacks[name], args, args.duration))
-        log(f"in-process: {ASGI_REQUESTS:,} calls of each stack, 5 times")
-        command = [pythons["full"], ASGI_CALLS, PACKAGE, args.path, str(ASGI_REQUESTS)]
-        in_process = json.loads(run(command, cwd=projects["full"], env=project_env()))
-        header = [
-            f"date:       {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC",
-            f"machine:    {len(os.sched_getaffinity(0))} cores; wrk and the worker share them",
-            f"libraries:  {libraries}",
-        ]
-        report(rounds, in_process, args, header)
+            rounds = interleaved_rounds(
+                STACKS, args.rounds, lambda name: measure(stacks[name], args, args.duration)
+            )
+        log(f"in-process: {args.asgi_requests:,} calls of each stack, 5 times")
+        command = [full.python, ASGI_CALLS, PACKAGE, args.path, str(args.asgi_requests)]
+        in_process = json.loads(run(command, cwd=full.path, env=project_env()))
+        report(rounds, in_process, args, machine_info(versions))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 -- BENCH_FIRST_ID + k - 1, then every BENCH_THREADS-th id after it. No id is asked for twice in a
 -- run until the range runs out; then each thread starts again from its first id.
 --
--- At the end it prints one line, "WRK_JSON {...}", that benchmarks/db_read.py parses; its
+-- At the end it prints one line, "WRK_JSON {...}", that benchmarks/harness.py parses; its
 -- "last_id" is the highest id asked for (0 in random order).
 -- Nothing runs per response (no `response` callback), so wrk itself stays cheap.
 

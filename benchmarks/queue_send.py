@@ -7,13 +7,14 @@ guest/guest). Messages go to a queue of the run's own, deleted at the end. No wo
 
 For each broker:
 
-- through the threads: 20 concurrent clients, each awaiting TaskQueue.enqueue 50 times, as
-  requests do; a ticker coroutine (sleep 1 ms) records the longest event-loop stall;
+- through the threads: 20 concurrent clients, each awaiting TaskQueue.send 50 times, as the
+  outbox relay does (TaskQueue.enqueue only wakes the relay); a ticker coroutine (sleep 1 ms)
+  records the longest event-loop stall;
 - on the event loop: the same sends as plain broker.enqueue calls, as a producer that calls
   Dramatiq's synchronous client from async code would make them;
 - a broker that accepts connections and never answers (a listener on loopback that never reads):
-  how long one send made on the loop holds it, and how long a request awaiting TaskQueue.enqueue
-  waits (QUEUE_SEND_TIMEOUT_SECONDS, 1 s; on Redis the 0.25 s socket timeout comes first).
+  how long one send made on the loop holds it, and how long a TaskQueue.send waits before it
+  gives up (QUEUE_SEND_TIMEOUT_SECONDS, 1 s; on Redis the 0.25 s socket timeout comes first).
 
 It asserts nothing: the figures in docs/queues/dramatiq.md come from a shared 2-core VM. Compare
 the columns of one run with each other, not with other machines.
@@ -23,14 +24,16 @@ Run from the repository root:  uv run python benchmarks/queue_send.py   (about a
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Sequence
 
-from db_read import (
+from harness import (
     PACKAGE,
-    install,
+    add_project_arguments,
     log,
+    prepare,
     project_env,
-    render,
     run,
     run_main,
     scratch_directory,
@@ -93,8 +96,8 @@ async def on_the_loop(broker):
 
 async def main():
     queue = open_task_queue(settings())
-    await queue.enqueue("bench", 1)  # connects
-    threads = await stall_during(lambda: queue.enqueue("bench", 1))
+    await queue.send("bench", (1,), None)  # connects
+    threads = await stall_during(lambda: queue.send("bench", (1,), None))
     loop = await stall_during(lambda: on_the_loop(queue._broker))
     await queue.close()
     with socket.socket() as listener:
@@ -108,7 +111,10 @@ async def main():
             pass
         held = time.perf_counter() - started
         started = time.perf_counter()
-        await silent.enqueue("bench", 1)
+        try:
+            await silent.send("bench", (1,), None)
+        except Exception:
+            pass
         waited = time.perf_counter() - started
         await silent.close()
     if BROKER == "redis":
@@ -127,27 +133,32 @@ asyncio.run(main())
 """
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; the defaults are the documented benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_project_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Render, install and measure each broker, then report."""
+    args = parse_args(argv)
     rows = []
-    with scratch_directory("keel-queue-send-", keep=False) as workdir:
+    with scratch_directory("keel-queue-send-", keep=args.keep) as workdir:
         for broker in ("redis", "rabbitmq"):
-            log(f"rendering and installing task_queue=dramatiq, queue_broker={broker}")
-            destination = workdir / broker
-            destination.mkdir()
-            project = render(
-                destination,
+            project = prepare(
+                workdir / broker,
+                vcs_ref=args.vcs_ref,
                 cache="redis" if broker == "redis" else "none",
-                vcs_ref="HEAD",
                 database="sqlite",
                 task_queue="dramatiq",
                 queue_broker=broker,
             )
-            python = install(project)
             log(f"measuring {broker}")
             script = MEASURE.replace("PACKAGE", PACKAGE)
             output = run(
-                [python, "-c", script, broker, str(CLIENTS), str(SENDS)],
-                cwd=project,
+                [project.python, "-c", script, broker, str(CLIENTS), str(SENDS)],
+                cwd=project.path,
                 env=project_env(ENVIRONMENT="test"),
             )
             result = json.loads(output.strip().splitlines()[-1])
@@ -164,7 +175,7 @@ def main() -> None:
                 ],
                 [
                     f"{broker} that never answers: one send",
-                    f"request waits {result['waited'] * 1000:,.0f} ms, loop free",
+                    f"send waits {result['waited'] * 1000:,.0f} ms, loop free",
                     f"loop held {result['held'] * 1000:,.0f} ms",
                 ],
             ]

@@ -161,6 +161,10 @@ def copier_command(project: Path, *arguments: str) -> subprocess.CompletedProces
 def files_of(directory: Path) -> Iterator[Path]:
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
+        # Bytecode caches are Python's, and gitignored: 0.1.0 and 0.2.0 import budget.py from their
+        # template at render time, and copier copies the cache that import writes.
+        if "__pycache__" in relative.parts:
+            continue
         if path.is_file() and ".git" not in relative.parts and str(relative) not in BOOKKEEPING:
             yield relative
 

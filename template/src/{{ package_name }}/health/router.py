@@ -12,6 +12,8 @@ from fastapi import Request
 from fastapi import Response
 from pydantic import BaseModel
 
+from ..draining import is_draining
+
 CHECK_TIMEOUT_SECONDS = 2.0
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "degraded", "unavailable"]
+    status: Literal["ready", "degraded", "unavailable", "draining"]
     checks: dict[str, str]
 
 
@@ -48,14 +50,18 @@ async def ready(request: Request, response: Response) -> Readiness:
 
     A failing critical backend (the database) makes the service unavailable (503); a failing
     optional one (the cache) leaves it degraded but serving (200). Why a check failed goes to the
-    log, not to the response: error text names hosts and ports.
+    log, not to the response: error text names hosts and ports. Once the server is stopping, it
+    is "draining" (503) whatever its backends say.
     """
+    response.headers["cache-control"] = "no-store"
+    if is_draining():
+        response.status_code = 503
+        return Readiness(status="draining", checks={})
     backends: dict[str, Backend] = request.app.state.backends
     outcomes = await asyncio.gather(
         *(_outcome(name, backend.check) for name, backend in backends.items())
     )
     results = dict(zip(backends, outcomes, strict=True))
-    response.headers["cache-control"] = "no-store"
     failing = [backends[name] for name, outcome in results.items() if outcome != "ok"]
     if not failing:
         return Readiness(status="ready", checks=results)

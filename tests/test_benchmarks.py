@@ -1,0 +1,208 @@
+"""The benchmarks still import, parse their options and run their harness: a check in seconds.
+
+The benchmarks themselves render keel, install it and load it for minutes; nothing here runs
+them or times anything. What breaks them quietly is caught instead: a script whose import, or
+whose use of benchmarks/harness.py, no longer holds; wrk's summary parsed wrong; a server that
+is never seen ready or never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+# The scripts import each other as top-level modules, as `python benchmarks/<script>.py` does.
+sys.path.insert(0, str(BENCH_DIR))
+
+import harness  # noqa: E402
+import pg_stacks  # noqa: E402
+
+# Run by keel's Python: each has a main() and a parse_args(argv).
+SCRIPTS = ["db_read", "cache_read", "middleware_overhead", "metrics_restarts", "queue_send"]
+# Run by a generated project's Python (with its package, asyncpg, uvloop...): compiled only.
+PROJECT_SCRIPTS = ["asgi_calls.py", "bare_app.py", "dead_workers.py", "floor_app.py", "pg_admin.py"]
+
+WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:8000
+WRK_JSON {"requests": 3000, "duration_us": 2000000, "bytes": 1, "connect": 1, "read": 2, \
+"write": 3, "non_2xx_3xx": 4, "timeout": 5, "p50_us": 1500, "p90_us": 2500, "p99_us": 9000, \
+"max_us": 12000, "mean_us": 1600.0, "last_id": 420}
+"""
+
+
+def script(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_parses_its_documented_defaults(name: str) -> None:
+    module = script(name)
+    args = module.parse_args([])
+    assert isinstance(args, argparse.Namespace)
+    assert args.vcs_ref == "HEAD"
+    assert not args.keep
+    assert callable(module.main)
+
+
+@pytest.mark.parametrize("name", ["db_read", "cache_read", "middleware_overhead"])
+def test_load_options_are_the_harness_ones(name: str) -> None:
+    args = script(name).parse_args(["--duration", "2", "--warmup", "1", "--connections", "8"])
+    assert (args.duration, args.warmup, args.connections, args.threads) == (2, 1, 8, 2)
+    assert args.wrk_timeout == 2.0
+
+
+def test_cache_read_refuses_an_unknown_part() -> None:
+    with pytest.raises(SystemExit):
+        script("cache_read").parse_args(["--parts", "reads,nonsense"])
+
+
+@pytest.mark.parametrize("name", PROJECT_SCRIPTS)
+def test_project_side_script_compiles(name: str) -> None:
+    path = BENCH_DIR / name
+    compile(path.read_text(), str(path), "exec")
+
+
+def test_wrk_summary_is_parsed() -> None:
+    result = harness.parse_wrk(WRK_OUTPUT, connections=64, wrk_cpu_seconds=0.3)
+    assert result.rps == 1500
+    assert (result.p50_ms, result.p99_ms, result.max_ms) == (1.5, 9.0, 12.0)
+    assert (result.socket_errors, result.timeouts, result.non_2xx) == (6, 5, 4)
+    assert result.last_id == 420
+    assert result.per_request_ms(0.3) == pytest.approx(0.1)
+
+
+def test_wrk_output_without_summary_is_an_error() -> None:
+    with pytest.raises(ValueError, match="WRK_JSON"):
+        harness.parse_wrk("unable to connect", connections=1)
+
+
+def test_table_and_ratio_against_the_baseline() -> None:
+    rows = [["floor", harness.ratio(4000, 4000)], ["service", harness.ratio(1000, 4000)]]
+    assert harness.table(["stack", "x floor"], rows).splitlines() == [
+        "| stack   | x floor |",
+        "|---------|---------|",
+        "| floor   | 1.00    |",
+        "| service | 0.25    |",
+    ]
+    assert harness.ratio(1, 0) == "-"
+    assert harness.ratio(1, 3, 3) == "0.333"
+
+
+def test_interleaved_rounds_rotate_the_order() -> None:
+    order: list[str] = []
+
+    def measure(name: str) -> str:
+        order.append(name)
+        return name
+
+    results = harness.interleaved_rounds(["a", "b", "c"], 3, measure)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert results == {"a": ["a"] * 3, "b": ["b"] * 3, "c": ["c"] * 3}
+
+
+def test_server_is_started_when_ready_and_stopped(tmp_path: Path) -> None:
+    port = harness.free_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", harness.HOST]
+    with harness.Processes() as processes:
+        server = harness.start_server(
+            processes,
+            "http.server",
+            command,
+            port=port,
+            log_path=tmp_path / "server.log",
+            env=os.environ,
+            cwd=tmp_path,
+            ready_path="/",
+        )
+        assert server.url == f"http://{harness.HOST}:{port}"
+        assert server.worker_pid() == server.process.pid
+        assert harness.cpu_seconds(server.process.pid) >= 0
+    assert server.process.poll() is not None
+
+
+def test_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "print('no such app'); raise SystemExit(3)"]
+    with harness.Processes() as processes, pytest.raises(SystemExit, match="no such app"):
+        harness.start_server(
+            processes,
+            "broken",
+            command,
+            port=harness.free_port(),
+            log_path=tmp_path / "broken.log",
+            env=os.environ,
+        )
+
+
+def test_processes_stop_the_whole_group() -> None:
+    with harness.Processes() as processes:
+        shell = processes.start(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE)
+        assert shell.stdout is not None
+        sleeper = int(shell.stdout.readline())
+        processes.stop(shell, timeout=5)
+    assert shell.returncode is not None
+    deadline = time.monotonic() + 5
+    while is_running(sleeper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_running(sleeper)
+
+
+def is_running(pid: int) -> bool:
+    """Whether the process exists and has not exited (a zombie waiting to be reaped has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_cpu_snapshot_of_this_process() -> None:
+    before = harness.CpuSnapshot.take(os.getpid())
+    sum(range(200_000))
+    used = harness.CpuSnapshot.take(os.getpid()) - before
+    assert used.app >= 0 and used.host_total >= 0
+    assert used.steal().endswith("%") or used.steal() == "-"
+
+
+def test_service_env_is_one_production_worker_on_free_ports(tmp_path: Path) -> None:
+    env = pg_stacks.service_env("postgresql+asyncpg://db", tmp_path, ["DB_CPU_CORES=32"])
+    assert env["WEB_CONCURRENCY"] == "1"
+    assert env["ENVIRONMENT"] == "production"
+    assert env["PORT"] != env["METRICS_PORT"]
+    assert env["DB_CPU_CORES"] == "32"
+    assert "VIRTUAL_ENV" not in env
+
+
+def test_budget_line_gives_the_floor_its_pool() -> None:
+    assert pg_stacks.Budget(90, 0, "").floor_pool_size() == 90
+    assert pg_stacks.Budget(None, None, "").floor_pool_size() == pg_stacks.FALLBACK_POOL_SIZE
+
+
+def test_cache_read_hands_out_each_fresh_id_once() -> None:
+    cache_read = script("cache_read")
+    fresh = cache_read.FreshIds(101, 1000)
+    block = fresh.block()
+    assert block.script_env(2)["BENCH_FIRST_ID"] == "101"
+    fresh.used(harness.parse_wrk(WRK_OUTPUT, connections=1))
+    assert fresh.take(2) == [421, 422]
+    assert fresh.block().first == 423
+
+
+def test_db_read_summarises_a_profile(tmp_path: Path) -> None:
+    collapsed = tmp_path / "worker.collapsed.txt"
+    collapsed.write_text(
+        "run (uvicorn/server.py);handle (bench_service/catalog/router.py);"
+        "execute (.venv/lib/python3.11/site-packages/asyncpg/connection.py) 3\n"
+        "run (uvicorn/server.py);select (/usr/lib/python3.11/selectors.py) 1\n"
+    )
+    lines = script("db_read").profile_summary(collapsed)
+    assert "   75.0%  asyncpg" in lines
+    assert "   25.0%  stdlib" in lines
+    assert "   75.0%  handle (bench_service/catalog/router.py)" in lines
