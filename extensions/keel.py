@@ -89,6 +89,36 @@ def budget_problem(
     return ""
 
 
+def worker_pods(task_queue: str, queue_workers: int, web_workers: int) -> tuple[int, int]:
+    """Kubernetes worker pods and processes per pod that add up to exactly queue_workers.
+
+    arq runs one process per pod. Celery and Dramatiq run as many processes per pod as a web pod
+    has workers, or the largest count below that which divides queue_workers, so that every pod
+    is alike and the processes add up to the budget's QUEUE_WORKERS, no more and no fewer.
+    """
+    if task_queue == "none" or queue_workers < 1:
+        return 0, 0
+    if task_queue == "arq":
+        return queue_workers, 1
+    per_pod = max(
+        size for size in range(1, min(web_workers, queue_workers) + 1) if queue_workers % size == 0
+    )
+    return queue_workers // per_pod, per_pod
+
+
+def kubernetes_secrets(context: dict[str, Any]) -> list[str]:
+    """The settings a Kubernetes deployment reads from its Secret: every URL that may hold a
+    password (a SQLite file's path holds none)."""
+    names = []
+    if context["database"] in ("postgresql", "mysql"):
+        names.append("DATABASE_URL")
+    if context["cache"] == "redis":
+        names.append("REDIS_URL")
+    if context.get("queue_broker") == "rabbitmq":
+        names.append("RABBITMQ_URL")
+    return names
+
+
 # Names a generated package may not take: Python keywords, and the modules the service imports.
 SHADOWED_MODULES = (
     "tests",
@@ -245,6 +275,13 @@ class ContextUpdater(ContextHook):
         context["has_pool"] = context["has_database"] and not context["db_pgbouncer"]
         context["database_driver"] = DRIVERS.get(context["database"], "")
         context["default_database_url"] = default_database_url(context)
+        context["kubernetes"] = bool(context.get("kubernetes", True))
+        # The HPA keeps two pods where the budget allows it, so one can drain while one serves.
+        context["kubernetes_min_replicas"] = min(2, int(context["replicas"]))
+        context["worker_pods"], context["worker_processes_per_pod"] = worker_pods(
+            context["task_queue"], int(context["queue_workers"]), int(context["web_workers"])
+        )
+        context["kubernetes_secrets"] = kubernetes_secrets(context)
         context["budget"] = None
         if context["has_pool"]:
             context["budget"] = load_budget_module().compute_budget(

@@ -133,6 +133,7 @@ def test_a_whole_session_with_refusals_keeps_every_answer(terminal: Start, tmp_p
     session.retype("100")
     session.refused("db_max_connections must be at least 138: 10 reserved + 64 processes x 2")
     session.retype("138")
+    session.confirm("Kubernetes manifests", yes=True)
     session.finish()
 
     answers = _answers(tmp_path / "service")
