@@ -23,7 +23,7 @@ Options worth knowing (--help lists them all):
     --profile-dir DIR       also sample each worker with py-spy and summarise where its CPU went
     --project DIR           benchmark an already generated, perhaps hand-edited, project: the
                             quickest way to try an optimisation before putting it in template/
-    --env NAME=VALUE        extra environment for the service (e.g. DB_CPU_CORES=32)
+    --env NAME=VALUE        extra environment for the service (e.g. DB_POOL_TIMEOUT_SECONDS=1)
     --keep                  keep the rendered project and the servers' logs
 """
 
@@ -392,7 +392,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="extra environment for the service, e.g. DB_CPU_CORES=32; repeatable",
+        help="extra environment for the service, e.g. DB_POOL_TIMEOUT_SECONDS=1; repeatable",
     )
     return parser.parse_args(argv)
 

@@ -90,12 +90,11 @@ class Budget:
     """The service's pool, as its startup log line states it."""
 
     pool_size: int | None
-    max_overflow: int | None
     line: str
 
     def describe_pool(self) -> str:
-        """Short form for the tables."""
-        return f"pool_size {self.pool_size} + max_overflow {self.max_overflow}"
+        """Short form for the tables (the service opens no overflow connection)."""
+        return f"pool_size {self.pool_size}"
 
     def floor_pool_size(self) -> int:
         """The floor's pool: as large as the service's, or FALLBACK_POOL_SIZE when unknown."""
@@ -115,11 +114,11 @@ def service_budget(python: Path, project: Path, env: dict[str, str]) -> Budget:
     try:
         line = run([python, "-c", code], cwd=project, env=env).strip()
     except SystemExit:
-        return Budget(None, None, "connection budget: unknown (the service's settings did not say)")
-    match = re.search(r"pool_size (\d+) \+ max_overflow (\d+)", line)
+        return Budget(None, "connection budget: unknown (the service's settings did not say)")
+    match = re.search(r"pool_size (\d+)", line)
     if match is None:
-        return Budget(None, None, line)
-    return Budget(int(match.group(1)), int(match.group(2)), line)
+        return Budget(None, line)
+    return Budget(int(match.group(1)), line)
 
 
 @dataclass(frozen=True)

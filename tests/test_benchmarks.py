@@ -172,17 +172,17 @@ def test_cpu_snapshot_of_this_process() -> None:
 
 
 def test_service_env_is_one_production_worker_on_free_ports(tmp_path: Path) -> None:
-    env = pg_stacks.service_env("postgresql+asyncpg://db", tmp_path, ["DB_CPU_CORES=32"])
+    env = pg_stacks.service_env("postgresql+asyncpg://db", tmp_path, ["DB_POOL_TIMEOUT_SECONDS=1"])
     assert env["WEB_CONCURRENCY"] == "1"
     assert env["ENVIRONMENT"] == "production"
     assert env["PORT"] != env["METRICS_PORT"]
-    assert env["DB_CPU_CORES"] == "32"
+    assert env["DB_POOL_TIMEOUT_SECONDS"] == "1"
     assert "VIRTUAL_ENV" not in env
 
 
 def test_budget_line_gives_the_floor_its_pool() -> None:
-    assert pg_stacks.Budget(90, 0, "").floor_pool_size() == 90
-    assert pg_stacks.Budget(None, None, "").floor_pool_size() == pg_stacks.FALLBACK_POOL_SIZE
+    assert pg_stacks.Budget(90, "").floor_pool_size() == 90
+    assert pg_stacks.Budget(None, "").floor_pool_size() == pg_stacks.FALLBACK_POOL_SIZE
 
 
 def test_cache_read_hands_out_each_fresh_id_once() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import inspect
 import re
 import shutil
 import subprocess
@@ -207,20 +206,17 @@ def fleet_at_most(objects: list[dict[str, Any]]) -> tuple[int, int]:
     return web_processes, queue_processes
 
 
-def pool_size_per_process(settings: dict[str, str]) -> tuple[int, int]:
-    """(pool_size, max_overflow) that every process computes from these settings, with the
-    generated service's own infra/budget.py."""
-    arguments = {
-        "replicas": int(settings["REPLICAS"]),
-        "web_workers": int(settings["WEB_CONCURRENCY"]),
-        "queue_workers": int(settings["QUEUE_WORKERS"]),
-        "max_connections": int(settings["DB_MAX_CONNECTIONS"]),
-        "reserved_connections": int(settings["DB_RESERVED_CONNECTIONS"]),
-        "db_cpu_cores": 1,  # sizes nothing: the pool is the share
-    }
-    accepted = inspect.signature(budget.compute_budget).parameters
-    computed = budget.compute_budget(**{k: v for k, v in arguments.items() if k in accepted})
-    return int(computed.pool_size), int(computed.max_overflow)
+def pool_size_per_process(settings: dict[str, str]) -> int:
+    """The pool_size every process computes from these settings, with the generated service's
+    own infra/budget.py (it opens no connection beyond it: max_overflow is 0)."""
+    computed = budget.compute_budget(
+        replicas=int(settings["REPLICAS"]),
+        web_workers=int(settings["WEB_CONCURRENCY"]),
+        queue_workers=int(settings["QUEUE_WORKERS"]),
+        max_connections=int(settings["DB_MAX_CONNECTIONS"]),
+        reserved_connections=int(settings["DB_RESERVED_CONNECTIONS"]),
+    )
+    return int(computed.pool_size)
 
 
 def budget_problems(objects: list[dict[str, Any]], answers: dict[str, Any]) -> list[str]:
@@ -238,23 +234,23 @@ def budget_problems(objects: list[dict[str, Any]], answers: dict[str, Any]) -> l
         problems.append(f"QUEUE_WORKERS={settings['QUEUE_WORKERS']}, but {queue_processes} run")
     if answers.get("db_pgbouncer"):
         return problems  # no pool in the service: PgBouncer holds the budget (see the docs)
-    pool_size, max_overflow = pool_size_per_process(settings)
-    taken = (web_processes + queue_processes) * (pool_size + max_overflow)
+    pool_size = pool_size_per_process(settings)
+    taken = (web_processes + queue_processes) * pool_size
     available = int(settings["DB_MAX_CONNECTIONS"]) - int(settings["DB_RESERVED_CONNECTIONS"])
     if taken > available:
         problems.append(
-            f"{web_processes} web + {queue_processes} queue processes x (pool_size {pool_size}"
-            f" + max_overflow {max_overflow}) = {taken} > {available} available"
+            f"{web_processes} web + {queue_processes} queue processes x pool_size {pool_size}"
+            f" = {taken} > {available} available"
         )
     return problems
 
 
-def graceful_timeout(project: Path) -> int:
-    """gunicorn's graceful timeout: REQUEST_TIMEOUT_SECONDS's default in the rendered settings."""
+def setting_default(project: Path, name: str) -> float:
+    """A number setting's default in the rendered settings.py."""
     (settings,) = project.glob("src/*/settings.py")
-    found = re.search(r"request_timeout_seconds: int = Field\(default=(\d+)", settings.read_text())
-    assert found, "no request_timeout_seconds in settings.py"
-    return int(found.group(1))
+    found = re.search(rf"{name}: \w+ = Field\(default=(\d+)", settings.read_text())
+    assert found, f"no {name} in settings.py"
+    return float(found.group(1))
 
 
 def pod_problems(project: Path, objects: list[dict[str, Any]]) -> list[str]:
@@ -314,13 +310,15 @@ def pod_problems(project: Path, objects: list[dict[str, Any]]) -> list[str]:
         hosts = [h["value"] for h in check.get("httpHeaders", []) if h["name"].lower() == "host"]
         if check.get("path") != path or not hosts or hosts[0] not in allowed_hosts:
             problems.append(f"web {probe}: not GET {path} with a Host in ALLOWED_HOSTS")
-    pause = web.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-    grace = web_pod.get("terminationGracePeriodSeconds", 30)
-    if not pause or grace <= pause + graceful_timeout(project):
-        problems.append(
-            f"web: grace {grace} s not above preStop {pause} s + gunicorn's graceful timeout"
-        )
     env = environment(web, objects)
+    pause = web.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    drain = float(env.get("DRAIN_SECONDS", setting_default(project, "drain_seconds")))
+    grace = web_pod.get("terminationGracePeriodSeconds", 30)
+    if not pause or grace <= pause + drain + setting_default(project, "request_timeout_seconds"):
+        problems.append(
+            f"web: grace {grace} s not above preStop {pause} s + drain {drain} s"
+            " + gunicorn's graceful timeout"
+        )
     if "METRICS_PORT" in env:
         if env.get("METRICS_HOST", "127.0.0.1") in ("127.0.0.1", "localhost"):
             problems.append("web: METRICS_HOST is the loopback address, which no scraper reaches")
