@@ -40,7 +40,7 @@ from test_update import render as render_release
 CI_FILES = (".github", "README.md.jinja", "renovate.json", ".pre-commit-config.yaml")
 # The service's budget module, which copier's context hook (extensions/keel.py) loads: kept in the
 # copy, left out of the render.
-BUDGET_MODULE = "src/{{ package_name }}/infra/budget.py"
+BUDGET_MODULE = "src/{{ package_name }}/infra/{% if has_pool %}budget.py{% endif %}"
 VENV_BIN = Path(sys.executable).parent
 PINNED_USE = re.compile(r"^\s*(?:- )?uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d[\w.]*$")
 APT_STEP = "Install the servers the tests start themselves"

@@ -99,7 +99,7 @@ def render_dockerfiles(answers: dict[str, dict[str, Any]], into: Path) -> dict[s
     shutil.copytree(ROOT / "extensions", template / "extensions")
     shutil.copy2(ROOT / "template" / "Dockerfile.jinja", template / "template")
     # The extensions read the service's budget module, a template file of its own.
-    budget = Path("template/src/{{ package_name }}/infra/budget.py")
+    budget = Path("template/src/{{ package_name }}/infra/{% if has_pool %}budget.py{% endif %}")
     (template / budget).parent.mkdir(parents=True)
     shutil.copy2(ROOT / budget, template / budget)
     rendered = {}
