@@ -167,28 +167,19 @@ def docker(
 ) -> subprocess.CompletedProcess[str]:
     """Debian's docker client on keel's daemon, with BuildKit; never raises on an exit status."""
     environment = {**os.environ, "DOCKER_HOST": f"unix://{SOCKET}", "DOCKER_BUILDKIT": "1"}
-    if stdin is not None:
-        completed = subprocess.run(
-            [str(DOCKER), *arguments],
-            input=stdin,
-            capture_output=True,
-            env=environment,
-            timeout=timeout,
-            check=False,
-        )
-        return subprocess.CompletedProcess(
-            completed.args,
-            completed.returncode,
-            completed.stdout.decode(errors="replace"),
-            completed.stderr.decode(errors="replace"),
-        )
-    return subprocess.run(
+    completed = subprocess.run(
         [str(DOCKER), *arguments],
+        input=stdin,
         capture_output=True,
-        text=True,
         env=environment,
         timeout=timeout,
         check=False,
+    )
+    return subprocess.CompletedProcess(
+        completed.args,
+        completed.returncode,
+        completed.stdout.decode(errors="replace"),
+        completed.stderr.decode(errors="replace"),
     )
 
 
