@@ -25,24 +25,17 @@ NO_STORE = cache_control("no-store")
 
 
 def etag_for(body: bytes) -> str:
-    """A validator derived from the bytes of the body.
-
-    Weak, because GZipMiddleware may send the same body compressed, and a strong validator must
-    differ between content codings (RFC 9110, 8.8.3). If-None-Match compares weakly anyway.
-    """
+    """A weak validator of the body: a strong one must differ between content codings (RFC 9110,
+    8.8.3), and GZipMiddleware may send the same body compressed."""
     return f'W/"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
 
 
 def is_fresh(request: Request, etag: str) -> bool:
     """Whether the client's If-None-Match already names this representation."""
-    header = request.headers.get("if-none-match")
-    if header is None:
-        return False
-    if header.strip() == "*":
-        return True
+    header = request.headers.get("if-none-match", "")
     # If-None-Match uses the weak comparison: W/"x" matches "x".
     offered = {candidate.strip().removeprefix("W/") for candidate in header.split(",")}
-    return etag.removeprefix("W/") in offered
+    return "*" in offered or etag.removeprefix("W/") in offered
 
 
 def cacheable_json(request: Request, body: bytes, *, max_age_seconds: int) -> Response:
@@ -50,9 +43,8 @@ def cacheable_json(request: Request, body: bytes, *, max_age_seconds: int) -> Re
     etag = etag_for(body)
     headers = {"etag": etag, "cache-control": f"public, max-age={max_age_seconds}"}
     if len(body) < GZIP_MINIMUM_SIZE:
-        # One URL is sent compressed or not depending on its body's size; every cacheable answer
-        # names Accept-Encoding in Vary so a shared cache keeps the variants apart. GZipMiddleware
-        # adds it to the larger bodies, so it is added here to the smaller ones only.
+        # Shared caches must keep a URL's compressed and plain answers apart; GZipMiddleware names
+        # Accept-Encoding in Vary for the larger bodies only.
         headers["vary"] = "Accept-Encoding"
     if is_fresh(request, etag):
         return Response(status_code=304, headers=headers)

@@ -38,13 +38,8 @@ async def health() -> Health:
 
 @router.get("/ready", responses={503: {"model": Readiness}}, dependencies=[NO_STORE])
 async def ready(resources: AppResources, response: Response) -> Readiness:
-    """Readiness: checks every backend at once and names the ones that fail.
-
-    A failing critical backend makes the service unavailable (503); a failing optional one leaves
-    it degraded but serving (200); Resources.readiness_checks says which is which. Why a check
-    failed goes to the log, not to the response: error text names hosts and ports. Once the
-    server is stopping, it is "draining" (503) whatever its backends say.
-    """
+    """Readiness: checks every backend at once; 503 when a critical one fails or when draining."""
+    # Why a check failed goes to the log, not to the response: error text names hosts and ports.
     if is_draining():
         response.status_code = 503
         return Readiness(status="draining", checks={})
@@ -52,12 +47,10 @@ async def ready(resources: AppResources, response: Response) -> Readiness:
     outcomes = await asyncio.gather(*(_outcome(name, each.check) for name, each in checks.items()))
     results = dict(zip(checks, outcomes, strict=True))
     failing = [checks[name] for name, outcome in results.items() if outcome != "ok"]
-    if not failing:
-        return Readiness(status="ready", checks=results)
-    if not any(check.is_critical for check in failing):
-        return Readiness(status="degraded", checks=results)
-    response.status_code = 503
-    return Readiness(status="unavailable", checks=results)
+    if any(check.is_critical for check in failing):
+        response.status_code = 503
+        return Readiness(status="unavailable", checks=results)
+    return Readiness(status="degraded" if failing else "ready", checks=results)
 
 
 async def _outcome(name: str, check: Callable[[], Awaitable[None]]) -> str:
