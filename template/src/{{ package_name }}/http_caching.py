@@ -24,28 +24,18 @@ NO_CACHE = cache_control("no-cache")
 NO_STORE = cache_control("no-store")
 
 
-def etag_for(body: bytes) -> str:
-    """A weak validator of the body: a strong one must differ between content codings (RFC 9110,
-    8.8.3), and GZipMiddleware may send the same body compressed."""
-    return f'W/"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
-
-
-def is_fresh(request: Request, etag: str) -> bool:
-    """Whether the client's If-None-Match already names this representation."""
-    header = request.headers.get("if-none-match", "")
-    # If-None-Match uses the weak comparison: W/"x" matches "x".
-    offered = {candidate.strip().removeprefix("W/") for candidate in header.split(",")}
-    return "*" in offered or etag.removeprefix("W/") in offered
-
-
 def cacheable_json(request: Request, body: bytes, *, max_age_seconds: int) -> Response:
     """A public JSON read with its ETag, or an empty 304 when the client's copy is current."""
-    etag = etag_for(body)
+    # Weak: a strong validator must differ between content codings (RFC 9110, 8.8.3), and
+    # GZipMiddleware may send the same body compressed.
+    etag = f'W/"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
     headers = {"etag": etag, "cache-control": f"public, max-age={max_age_seconds}"}
     if len(body) < GZIP_MINIMUM_SIZE:
         # Shared caches must keep a URL's compressed and plain answers apart; GZipMiddleware names
         # Accept-Encoding in Vary for the larger bodies only.
         headers["vary"] = "Accept-Encoding"
-    if is_fresh(request, etag):
+    # If-None-Match compares weakly: W/"x" matches "x".
+    offered = request.headers.get("if-none-match", "").split(",")
+    if {"*", etag.removeprefix("W/")} & {tag.strip().removeprefix("W/") for tag in offered}:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
