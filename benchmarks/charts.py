@@ -62,8 +62,8 @@ def run_note() -> str:
 def write_chart(
     path: Path | None, title: str, panels: Sequence[Panel], note: str = ""
 ) -> Path | None:
-    """Draw the panels in a grid of up to three columns into a PNG at `path` (None or '': no
-    chart). Returns the path written."""
+    """Draw the panels in a grid of up to three columns (two for four panels) into a PNG at
+    `path` (None or '': no chart). Returns the path written."""
     if path is None or str(path) in {"", "."}:
         return None
     import matplotlib
@@ -71,7 +71,7 @@ def write_chart(
     matplotlib.use("Agg")  # no display, no GUI toolkit
     import matplotlib.pyplot as plt
 
-    columns = min(len(panels), 3)
+    columns = 2 if len(panels) == 4 else min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
     tallest = max(len(panel.values) for panel in panels)
     figure, axes = plt.subplots(
