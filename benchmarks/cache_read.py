@@ -48,7 +48,7 @@ It asserts nothing: it is a measurement to record. The figures in docs/benchmark
 shared 2-core VM where wrk, the apps, Redis and PostgreSQL share the cores with other work:
 compare the rows of one run with each other, not with other machines.
 
-It writes the chart benchmarks/charts/cache_read.png.
+It writes the chart docs/charts/cache_read.png.
 
 Run from the repository root:  uv run python benchmarks/cache_read.py   (about 3 minutes)
 Needs: wrk and redis-server (Debian: apt-get install wrk redis-server), uv, Python 3.11, and

@@ -1,9 +1,10 @@
 """The picture of a benchmark's run: one PNG of horizontal bar panels, one panel per figure.
 
 Every script builds a few Panels from its results (say, req/s and CPU per request of each stack)
-and writes them with write_chart to its --chart path, by default benchmarks/charts/NAME.png,
-which docs/benchmarks.md shows. matplotlib is imported only when a chart is written, so the
-scripts' --help and keel's tests of them stay fast.
+and writes them with write_chart to its --chart path, by default docs/charts/NAME.png, which
+docs/benchmarks.md shows (inside docs/, so that the documentation site has them too).
+matplotlib is imported only when a chart is written, so the scripts' --help and keel's tests of
+them stay fast.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-CHARTS_DIR = Path(__file__).resolve().parent / "charts"
+CHARTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "charts"
 BASELINE_COLOR, BAR_COLOR, TARGET_COLOR = "#9e9e9e", "#3b75af", "#c0392b"
 
 
@@ -41,7 +42,7 @@ class Panel:
 
 
 def add_chart_argument(parser: argparse.ArgumentParser, name: str) -> None:
-    """--chart PATH, by default benchmarks/charts/NAME.png; --chart '' writes none."""
+    """--chart PATH, by default docs/charts/NAME.png; --chart '' writes none."""
     parser.add_argument(
         "--chart",
         type=Path,

@@ -17,7 +17,7 @@ at -c256 that counts timeouts, socket errors and non-2xx answers. The script pri
 p99, the ratio to the floor, CPU per request of each process involved, PostgreSQL's commits and
 rollbacks per request (round trips: pg_stat_database of the scratch database over each measured
 run), and how many PostgreSQL connections each stack opened (pool churn). It writes the chart
-benchmarks/charts/db_read.png. It asserts nothing: it is a measurement to record.
+docs/charts/db_read.png. It asserts nothing: it is a measurement to record.
 
 Run from the repository root:  uv run python benchmarks/db_read.py   (about 2.5 minutes)
 Needs: wrk (Debian: apt-get install wrk), uv, Python 3.11, PostgreSQL on 127.0.0.1:5432 with the

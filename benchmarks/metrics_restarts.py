@@ -9,7 +9,7 @@ cache=memory and metrics=prometheus, installs it with uv, then for each number o
 benchmarks/dead_workers.py with the project's Python twice: once retiring workers as
 prometheus_client alone would (plain), once as keel's child_exit does (archive). Prints the files
 left, their size, the median time to render /metrics and the time to retire one worker, and
-writes the chart benchmarks/charts/metrics_restarts.png.
+writes the chart docs/charts/metrics_restarts.png.
 
 Run from the repository root:  uv run python benchmarks/metrics_restarts.py   (about a minute)
 """

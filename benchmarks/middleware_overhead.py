@@ -19,7 +19,7 @@ request. After a warm-up of each, they are measured in turn, in a rotating order
 rounds, so that all see the same neighbours. The script prints every round's req/s, p50, p99
 and worker CPU per request, then the medians, each stack's ratio to bare and to plain FastAPI,
 its overhead, and whether full meets DESIGN's 0.9 x plain FastAPI; it writes the chart
-benchmarks/charts/middleware_overhead.png.
+docs/charts/middleware_overhead.png.
 Last, benchmarks/asgi_calls.py times the same three stacks in-process, the ASGI app called
 directly: figures that stay steady when other processes share the machine. It asserts nothing:
 it is a measurement to record.

@@ -19,7 +19,7 @@ For each broker:
 It asserts nothing: the figures in docs/queues/dramatiq.md come from a shared 2-core VM. Compare
 the columns of one run with each other, not with other machines.
 
-It writes the chart benchmarks/charts/queue_send.png.
+It writes the chart docs/charts/queue_send.png.
 
 Run from the repository root:  uv run python benchmarks/queue_send.py   (about a minute)
 """

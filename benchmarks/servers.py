@@ -18,7 +18,7 @@ holds PostgreSQL connections: started, a warm-up of each route, then wrk at -c64
 and on GET /products/{id} (a random id of 10,000), then stopped. The script prints, per server
 and route, req/s, p99 and the CPU per request of the whole server (its master and its workers),
 each round and the medians with their ratio to gunicorn, and writes the chart
-benchmarks/charts/servers.png. It asserts nothing, and decides nothing: it is a measurement to
+docs/charts/servers.png. It asserts nothing, and decides nothing: it is a measurement to
 record. What else a server must keep true (exact metrics under several workers, graceful
 shutdown, the budget refused at startup, recycling a worker on a memory or request limit) is not
 measured here.

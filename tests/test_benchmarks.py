@@ -66,7 +66,7 @@ def test_script_parses_its_documented_defaults(name: str) -> None:
     assert args.vcs_ref == "HEAD"
     assert not args.keep
     assert callable(module.main)
-    assert args.chart == BENCH_DIR / "charts" / f"{name}.png"
+    assert args.chart == charts.CHARTS_DIR / f"{name}.png"
 
 
 @pytest.mark.parametrize("name", ["db_read", "cache_read", "middleware_overhead", "servers"])
