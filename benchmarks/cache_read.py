@@ -758,8 +758,8 @@ def chart(
                 digits=1,
             )
         )
-    if panels and write_chart(args.chart, "GET /products/{id} with and without a cache", panels):
-        log(f"chart: {args.chart}")
+    if panels:
+        write_chart(args.chart, "GET /products/{id} with and without a cache", panels)
 
 
 # ---------------------------------------------------------------------------- main

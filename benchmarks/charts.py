@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import log
+
 CHARTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "charts"
 BASELINE_COLOR, BAR_COLOR, TARGET_COLOR = "#9e9e9e", "#3b75af", "#c0392b"
 
@@ -101,4 +103,5 @@ def write_chart(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    log(f"chart: {path}")
     return path

@@ -411,8 +411,7 @@ def chart(stacks: Sequence[StackResult], args: argparse.Namespace) -> None:
         ),
     ]
     title = f"GET /products/{{id}}, cache {args.cache}, one worker each"
-    if write_chart(args.chart, title, panels):
-        log(f"chart: {args.chart}")
+    write_chart(args.chart, title, panels)
 
 
 def report(stacks: Sequence[StackResult], args: argparse.Namespace, header: list[str]) -> None:

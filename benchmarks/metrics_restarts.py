@@ -88,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             Panel("render /metrics", render_ms, unit="ms", digits=1),
             Panel("*.db files in the metrics directory", files),
         ]
-        if write_chart(args.chart, "/metrics after worker restarts: plain or archive", panels):
-            log(f"chart: {args.chart}")
+        write_chart(args.chart, "/metrics after worker restarts: plain or archive", panels)
 
 
 if __name__ == "__main__":

@@ -219,8 +219,7 @@ def chart(
     title = (
         f"GET {args.path}, one worker each, c={args.connections}, medians of {args.rounds} rounds"
     )
-    if write_chart(args.chart, title, panels):
-        log(f"chart: {args.chart}")
+    write_chart(args.chart, title, panels)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -195,8 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         Panel("longest event-loop stall", stalls, unit="ms"),
     ]
     title = f"Dramatiq sends, {CLIENTS} concurrent clients x {SENDS} sends each"
-    if write_chart(args.chart, title, panels):
-        log(f"chart: {args.chart}")
+    write_chart(args.chart, title, panels)
 
 
 if __name__ == "__main__":

@@ -280,8 +280,7 @@ def chart(rounds: dict[str, list[dict[str, Measured]]], args: argparse.Namespace
         f"the generated service under three servers, {args.workers} workers each,"
         f" c={args.connections}, medians of {args.rounds} rounds"
     )
-    if write_chart(args.chart, title, panels):
-        log(f"chart: {args.chart}")
+    write_chart(args.chart, title, panels)
 
 
 # ---------------------------------------------------------------------------- main
