@@ -5,11 +5,12 @@ Run with a generated project's Python (benchmarks/middleware_overhead.py does):
     python asgi_calls.py PACKAGE PATH REQUESTS
 
 Builds the service's application three ways (full; without Starlette's GZip; without any
-middleware) and calls each with a GET request REQUESTS times in a row, on uvloop, in
-production settings with PROMETHEUS_MULTIPROC_DIR set as under gunicorn. Repeats that five
-times, the stacks taking turns, and prints one JSON line: the least CPU microseconds per
-request of each. With no network, no server and no other process in the way, these figures vary far
-less than req/s when the machine is shared.
+middleware), and a plain FastAPI app with one /health route (bare_app.py's), and calls each
+with a GET request REQUESTS times in a row, on uvloop, in production settings with
+PROMETHEUS_MULTIPROC_DIR set as under gunicorn. Repeats that five times, the stacks taking
+turns, and prints one JSON line: the least CPU microseconds per request of each. With no
+network, no server and no other process in the way, these figures vary far less than req/s
+when the machine is shared.
 """
 
 import importlib
@@ -18,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 package, path, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -29,6 +31,8 @@ import uvloop  # noqa: E402
 from starlette.middleware.gzip import GZipMiddleware  # noqa: E402
 
 create_app = importlib.import_module(f"{package}.main").create_app
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+create_plain_app = importlib.import_module("bare_app").create_plain_app
 
 SCOPE = {
     "type": "http",
@@ -60,7 +64,7 @@ def stacks() -> dict[str, Any]:
     no_gzip.user_middleware[:] = [m for m in no_gzip.user_middleware if m.cls is not GZipMiddleware]
     bare = create_app()
     bare.user_middleware.clear()
-    return {"full": full, "no gzip": no_gzip, "bare": bare}
+    return {"full": full, "no gzip": no_gzip, "bare": bare, "plain FastAPI": create_plain_app()}
 
 
 async def main() -> None:

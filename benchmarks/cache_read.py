@@ -48,12 +48,14 @@ It asserts nothing: it is a measurement to record. The figures in docs/benchmark
 shared 2-core VM where wrk, the apps, Redis and PostgreSQL share the cores with other work:
 compare the rows of one run with each other, not with other machines.
 
-Run from the repository root:  uv run python benchmarks/cache_read.py   (about 3.5 minutes)
+It writes the chart docs/charts/cache_read.png.
+
+Run from the repository root:  uv run python benchmarks/cache_read.py   (about 3 minutes)
 Needs: wrk and redis-server (Debian: apt-get install wrk redis-server), uv, Python 3.11, and
 PostgreSQL on 127.0.0.1:5432 with the postgres user and trust authentication.
 
 Options worth knowing (--help lists them all):
-    --duration SECONDS      of each measured run (default 15; try 3 while developing)
+    --duration SECONDS      of each measured run (default 10; try 3 while developing)
     --parts reads,outage    run only some parts (reads, outage, stampede)
     --keep                  keep the rendered projects and the servers' logs
 """
@@ -76,6 +78,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from charts import Panel, add_chart_argument, write_chart
 from harness import (
     HOST,
     CpuSnapshot,
@@ -715,6 +718,50 @@ def report(
         print(stampede_table(stampedes))
 
 
+def chart(
+    args: argparse.Namespace,
+    reads: Sequence[Measured],
+    outages: Sequence[Measured],
+    stampedes: Sequence[Stampede],
+) -> None:
+    """The run's PNG: req/s and CPU of the reads, p99 of the outages, loads of the stampede."""
+    panels = []
+    if reads:
+        floor = reads[0].label
+        panels += [
+            Panel(
+                f"req/s at c={args.connections}",
+                {m.label: m.wrk.rps for m in reads},
+                baseline=floor,
+            ),
+            Panel(
+                "app CPU per request",
+                {m.label: m.wrk.per_request_ms(m.cpu.app) for m in reads},
+                unit="ms",
+                digits=2,
+                baseline=floor,
+            ),
+        ]
+    if outages:
+        panels.append(
+            Panel(
+                "Redis outages: p99",
+                {m.label: m.wrk.p99_ms for m in outages},
+                unit="ms",
+            )
+        )
+    if stampedes:
+        panels.append(
+            Panel(
+                "stampede: DB loads per cold key",
+                {s.label: s.loads_by_scans / s.rounds for s in stampedes},
+                digits=1,
+            )
+        )
+    if panels:
+        write_chart(args.chart, "GET /products/{id} with and without a cache", panels)
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -722,7 +769,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; the defaults are the documented benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_project_arguments(parser)
-    add_load_arguments(parser)
+    add_load_arguments(parser, duration=10.0)
+    add_chart_argument(parser, "cache_read")
     parser.add_argument("--stampede-requests", type=int, default=200)
     parser.add_argument("--stampede-rounds", type=int, default=5, help="cold keys per stampede")
     parser.add_argument(
@@ -780,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if "stampede" in args.parts:
                 stampedes = stampede_runs(stacks, projects, redis, fresh, args)
         report(header, args, reads, outages, stampedes)
+        chart(args, reads, outages, stampedes)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
-"""Benchmark: the generated service's DB read against the floor, in one run.
+"""Benchmark: the generated service's DB read against the floor and a tutorial stack, in one run.
 
 Renders keel (the working tree, uncommitted changes included) into a temporary directory with
 database=postgresql, installs it with uv, creates and seeds a throwaway PostgreSQL database,
-then serves GET /products/{id} twice, one worker each:
+then serves GET /products/{id} three ways, one worker each, one after the other:
 
-- service: the generated project under its own gunicorn.conf.py (uvicorn worker, uvloop,
+- service:  the generated project under its own gunicorn.conf.py (uvicorn worker, uvloop,
   httptools), production settings, cache off, the full middleware stack with Prometheus;
-- floor:   benchmarks/floor_app.py, bare Starlette and a raw asyncpg pool, under uvicorn with
-  uvloop and httptools, run by the same virtualenv's Python.
+- tutorial: benchmarks/tutorial_app.py, FastAPI + SQLAlchemy as their tutorials write it (an
+  AsyncSession per request from a dependency, the default pool, ORM session.get, no
+  middleware), under uvicorn with uvloop and httptools: what a reader would have without keel;
+- floor:    benchmarks/floor_app.py, bare Starlette and a raw asyncpg pool, under uvicorn with
+  uvloop and httptools. The two apps of benchmarks/ run with the project's own virtualenv.
 
 Each is driven by wrk with a random id per request: a warm-up, a measured run at -c64 and a burst
 at -c256 that counts timeouts, socket errors and non-2xx answers. The script prints req/s, p50,
-p99, the ratio to the floor, CPU per request of each process involved, and how many PostgreSQL
-connections each stack opened (pool churn). It asserts nothing: it is a measurement to record.
+p99, the ratio to the floor, CPU per request of each process involved, PostgreSQL's commits and
+rollbacks per request (round trips: pg_stat_database of the scratch database over each measured
+run), and how many PostgreSQL connections each stack opened (pool churn). It writes the chart
+docs/charts/db_read.png. It asserts nothing: it is a measurement to record.
 
 Run from the repository root:  uv run python benchmarks/db_read.py   (about 2.5 minutes)
 Needs: wrk (Debian: apt-get install wrk), uv, Python 3.11, PostgreSQL on 127.0.0.1:5432 with the
@@ -24,6 +29,7 @@ Options worth knowing (--help lists them all):
     --project DIR           benchmark an already generated, perhaps hand-edited, project: the
                             quickest way to try an optimisation before putting it in template/
     --env NAME=VALUE        extra environment for the service (e.g. DB_POOL_TIMEOUT_SECONDS=1)
+    --chart PATH            where to write the chart ('' for none)
     --keep                  keep the rendered project and the servers' logs
 """
 
@@ -37,10 +43,11 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from charts import Panel, add_chart_argument, write_chart
 from harness import (
     PACKAGE,
     CpuSnapshot,
@@ -88,12 +95,18 @@ class Run:
     wrk: WrkResult
     cpu: CpuSnapshot
     connections_opened: int
+    commits: int
+    rollbacks: int
     backends_mean: float
     backends_max: int
 
     def per_request_ms(self, cpu_seconds: float) -> float:
         """CPU milliseconds per answered request."""
         return self.wrk.per_request_ms(cpu_seconds)
+
+    def per_request(self, count: int) -> float:
+        """A PostgreSQL counter's increase per answered request."""
+        return count / self.wrk.requests if self.wrk.requests else 0.0
 
 
 @dataclass
@@ -107,17 +120,23 @@ class StackResult:
     profile: Path | None = None
 
 
-def sessions(python: Path, server: Server) -> int:
-    """Connections opened so far to the server's database (pg_stat_database.sessions)."""
-    return int(pg_admin(python, "sessions", server.database)["sessions"])
+def counters(python: Path, server: Server) -> dict[str, int]:
+    """pg_stat_database of the server's database so far: sessions (connections opened),
+    commits and rollbacks."""
+    return dict(pg_admin(python, "counters", server.database))
 
 
 def measured_run(
     server: Server, python: Path, args: argparse.Namespace, *, connections: int
 ) -> Run:
-    """One wrk run while sampling backends, connections opened, and CPU of app, PostgreSQL, host."""
+    """One wrk run while sampling backends, connections opened, transactions, and CPU of app,
+    PostgreSQL, host.
+
+    PostgreSQL's backends flush their counters at most once a second, so a run's window starts
+    and ends with up to a second of another run's transactions: ±1 s in 10, alike at both ends.
+    """
     worker = server.worker_pid()
-    sessions_before = sessions(python, server)
+    before_counts = counters(python, server)
     watcher = subprocess.Popen(
         [str(python), str(PG_ADMIN), "watch", server.database, f"{args.duration:g}"],
         stdout=subprocess.PIPE,
@@ -134,10 +153,13 @@ def measured_run(
             watcher.wait()
     time.sleep(STATS_SETTLE_SECONDS)
     backends = json.loads(watched or b"{}").get(server.application_name, {})
+    after_counts = counters(python, server)
     return Run(
         wrk=result,
         cpu=used,
-        connections_opened=sessions(python, server) - sessions_before,
+        connections_opened=after_counts["sessions"] - before_counts["sessions"],
+        commits=after_counts["commits"] - before_counts["commits"],
+        rollbacks=after_counts["rollbacks"] - before_counts["rollbacks"],
         backends_mean=float(backends.get("mean", 0.0)),
         backends_max=int(backends.get("max", 0)),
     )
@@ -147,7 +169,7 @@ def benchmark(server: Server, stacks: Stacks, args: argparse.Namespace) -> Stack
     """Warm up, then the steady run and the burst run; optionally profile; then stop."""
     python = stacks.python
     log(f"{server.name}: ready at {server.url}; warm-up {args.warmup:g} s")
-    total_before = sessions(python, server)
+    total_before = counters(python, server)["sessions"]
     drive(server, args, args.warmup)
     time.sleep(STATS_SETTLE_SECONDS)
     log(f"{server.name}: -c{args.connections} for {args.duration:g} s")
@@ -160,7 +182,7 @@ def benchmark(server: Server, stacks: Stacks, args: argparse.Namespace) -> Stack
         result.profile = profile_worker(server, args, args.profile_dir, stacks.processes)
     stacks.stop(server)
     time.sleep(STATS_SETTLE_SECONDS)
-    result.connections_opened_total = sessions(python, server) - total_before
+    result.connections_opened_total = counters(python, server)["sessions"] - total_before
     return result
 
 
@@ -249,10 +271,12 @@ def library_of(frame: str) -> str:
 # ---------------------------------------------------------------------------- report
 
 
-def results_table(service: StackResult, floor: StackResult, burst: int) -> str:
-    """The headline: req/s, p50, p99 and the ratio to the floor at the steady concurrency."""
+def results_table(stacks: Sequence[StackResult], burst: int) -> str:
+    """The headline: req/s, p50, p99 and the ratio to the floor (the first stack) at the steady
+    concurrency."""
+    floor = stacks[0]
     rows = []
-    for stack in (floor, service):
+    for stack in stacks:
         steady, peak = stack.steady.wrk, stack.burst.wrk
         rows.append(
             [
@@ -268,10 +292,10 @@ def results_table(service: StackResult, floor: StackResult, burst: int) -> str:
     return table(headers, rows)
 
 
-def cpu_table(service: StackResult, floor: StackResult) -> str:
+def cpu_table(stacks: Sequence[StackResult]) -> str:
     """CPU milliseconds per request of the worker, PostgreSQL and wrk, for every measured run."""
     rows = []
-    for stack in (floor, service):
+    for stack in stacks:
         for measured in (stack.steady, stack.burst):
             cpu, per_request = measured.cpu, measured.per_request_ms
             rows.append(
@@ -301,7 +325,23 @@ def cpu_table(service: StackResult, floor: StackResult) -> str:
     return table(headers, rows)
 
 
-def connections_table(service: StackResult, floor: StackResult, c: int, burst: int) -> str:
+def round_trips_table(stacks: Sequence[StackResult], c: int, burst: int) -> str:
+    """PostgreSQL's commits and rollbacks per request: 1 and 0 is one round trip per read."""
+    rows = [
+        [
+            stack.server.name,
+            *(
+                f"{run.per_request(run.commits):.2f} / {run.per_request(run.rollbacks):.2f}"
+                for run in (stack.steady, stack.burst)
+            ),
+        ]
+        for stack in stacks
+    ]
+    headers = ["stack", f"c={c}: commits / rollbacks", f"c={burst}: commits / rollbacks"]
+    return table(headers, rows)
+
+
+def connections_table(stacks: Sequence[StackResult], c: int, burst: int) -> str:
     """Backends each stack held, and connections it opened (pool churn), per run."""
 
     def opened(run: Run) -> str:
@@ -317,7 +357,7 @@ def connections_table(service: StackResult, floor: StackResult, c: int, burst: i
             opened(stack.burst),
             str(stack.connections_opened_total),
         ]
-        for stack in (floor, service)
+        for stack in stacks
     ]
     headers = [
         "stack",
@@ -331,9 +371,50 @@ def connections_table(service: StackResult, floor: StackResult, c: int, burst: i
     return table(headers, rows)
 
 
-def report(
-    service: StackResult, floor: StackResult, args: argparse.Namespace, header: list[str]
-) -> None:
+def chart(stacks: Sequence[StackResult], args: argparse.Namespace) -> None:
+    """The run's PNG: req/s and its ratio to the floor, CPU, the c=256 tail and round trips."""
+    c, burst = args.connections, args.burst_connections
+    floor = stacks[0]
+
+    def of(value: Callable[[StackResult], float]) -> dict[str, float]:
+        return {stack.server.name: value(stack) for stack in stacks}
+
+    base = floor.server.name
+    panels = [
+        Panel(f"req/s at c={c}", of(lambda s: s.steady.wrk.rps), baseline=base),
+        Panel(
+            "x floor (issue 14's target 0.35)",
+            of(lambda s: s.steady.wrk.rps / floor.steady.wrk.rps if floor.steady.wrk.rps else 0),
+            digits=2,
+            baseline=base,
+            target=0.35,
+        ),
+        Panel(
+            "app CPU per request",
+            of(lambda s: s.steady.per_request_ms(s.steady.cpu.app)),
+            unit="ms",
+            digits=2,
+            baseline=base,
+        ),
+        Panel(f"p99 at c={burst}", of(lambda s: s.burst.wrk.p99_ms), unit="ms", baseline=base),
+        Panel(
+            f"PostgreSQL commits per request, c={c}",
+            of(lambda s: s.steady.per_request(s.steady.commits)),
+            digits=2,
+            baseline=base,
+        ),
+        Panel(
+            f"PostgreSQL rollbacks per request, c={c}",
+            of(lambda s: s.steady.per_request(s.steady.rollbacks)),
+            digits=2,
+            baseline=base,
+        ),
+    ]
+    title = f"GET /products/{{id}}, cache {args.cache}, one worker each"
+    write_chart(args.chart, title, panels)
+
+
+def report(stacks: Sequence[StackResult], args: argparse.Namespace, header: list[str]) -> None:
     """Print the tables and notes on stdout."""
     c, burst = args.connections, args.burst_connections
     print()
@@ -349,14 +430,20 @@ def report(
     )
     print()
     print(f"GET /products/{{id}}, cache {args.cache}, one worker, c={c} (errors at c={burst})")
-    print(results_table(service, floor, burst))
+    print(results_table(stacks, burst))
     print()
     print("CPU per request (ms) of the worker (its kernel share in brackets), PostgreSQL and wrk")
-    print(cpu_table(service, floor))
+    print(cpu_table(stacks))
+    print()
+    print(
+        "PostgreSQL transactions per request (pg_stat_database of the scratch database over each"
+        " run; an autocommit statement counts as a commit): 1 / 0 is one round trip per read"
+    )
+    print(round_trips_table(stacks, c, burst))
     print()
     print("PostgreSQL connections: backends open (sampled every 0.2 s) and connections opened")
-    print(connections_table(service, floor, c, burst))
-    for stack in (service, floor):
+    print(connections_table(stacks, c, burst))
+    for stack in stacks:
         if stack.profile is not None:
             print()
             print("\n".join(profile_summary(stack.profile)))
@@ -369,7 +456,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; the defaults are the documented benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_project_arguments(parser)
-    add_load_arguments(parser)
+    add_load_arguments(parser, duration=10.0)
+    add_chart_argument(parser, "db_read")
     parser.add_argument("--cache", choices=["none", "memory"], default="none")
     parser.add_argument("--burst-connections", type=int, default=256)
     parser.add_argument(
@@ -399,16 +487,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def serve_and_measure(
     args: argparse.Namespace, project: Project, workdir: Path
-) -> tuple[StackResult, StackResult, Budget]:
-    """Seed a fresh database, then benchmark the service and the floor one after the other."""
+) -> tuple[list[StackResult], Budget]:
+    """Seed a fresh database, then benchmark the service, the tutorial and the floor one after
+    the other; returns them floor first."""
     with (
         seeded_database(project, workdir, PRODUCTS, args.env) as database,
         Processes() as processes,
     ):
         stacks = Stacks(processes, workdir, project.python, database)
         service = benchmark(stacks.service(project.path, "service"), stacks, args)
+        tutorial = benchmark(stacks.tutorial("tutorial"), stacks, args)
         floor = benchmark(stacks.floor("floor", args.floor_pool_size), stacks, args)
-    return service, floor, database.budget
+    return [floor, tutorial, service], database.budget
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -426,13 +516,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         project = prepare(workdir, vcs_ref=args.vcs_ref, given=args.project, cache=args.cache)
         versions = package_versions(project.python, VERSIONS_OF)
         servers = postgres_line(project.python)
-        service, floor, budget = serve_and_measure(args, project, workdir)
+        stacks, budget = serve_and_measure(args, project, workdir)
         header = [*machine_info(versions, servers), f"service:    {budget.line}"]
         if args.project is not None:
             header.append(f"project:    {project.path} (given, not rendered)")
         if args.env:
             header.append(f"service env: {' '.join(args.env)}")
-        report(service, floor, args, header)
+        report(stacks, args, header)
+        chart(stacks, args)
 
 
 if __name__ == "__main__":

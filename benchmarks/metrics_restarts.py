@@ -8,7 +8,8 @@ Renders keel (the working tree, uncommitted changes included) with database=sqli
 cache=memory and metrics=prometheus, installs it with uv, then for each number of restarts runs
 benchmarks/dead_workers.py with the project's Python twice: once retiring workers as
 prometheus_client alone would (plain), once as keel's child_exit does (archive). Prints the files
-left, their size, the median time to render /metrics and the time to retire one worker.
+left, their size, the median time to render /metrics and the time to retire one worker, and
+writes the chart docs/charts/metrics_restarts.png.
 
 Run from the repository root:  uv run python benchmarks/metrics_restarts.py   (about a minute)
 """
@@ -20,6 +21,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from charts import Panel, add_chart_argument, write_chart
 from harness import (
     BENCH_DIR,
     PACKAGE,
@@ -42,6 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_project_arguments(parser)
     parser.add_argument("--restarts", type=int, nargs="+", default=[0, 10, 100, 500])
     parser.add_argument("--project", type=Path, help="use this generated project instead")
+    add_chart_argument(parser, "metrics_restarts")
     return parser.parse_args(argv)
 
 
@@ -59,10 +62,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         simulate: list[str | Path] = [project.python, SIMULATION, PACKAGE, workdir / "metrics"]
         rows = []
+        render_ms: dict[str, float] = {}
+        files: dict[str, float] = {}
         for restarts in args.restarts:
             for mode in ("plain", "archive"):
                 log(f"{restarts} restarts, {mode}")
                 result = json.loads(run([*simulate, str(restarts), mode], env=project_env()))
+                render_ms[f"{restarts} restarts, {mode}"] = result["render_ms"]
+                files[f"{restarts} restarts, {mode}"] = result["files"]
                 rows.append(
                     [
                         str(restarts),
@@ -77,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("two live workers, and the dead ones each left a dozen routes' samples")
         headers = ["restarts", "retired by", "*.db files", "on disk", "render /metrics", "retire"]
         print(table(headers, rows))
+        panels = [
+            Panel("render /metrics", render_ms, unit="ms", digits=1),
+            Panel("*.db files in the metrics directory", files),
+        ]
+        write_chart(args.chart, "/metrics after worker restarts: plain or archive", panels)
 
 
 if __name__ == "__main__":

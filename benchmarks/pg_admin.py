@@ -9,7 +9,9 @@ session of the database under test. Each command prints one JSON value on stdout
     drop NAME                    drop NAME, disconnecting whoever is still on it
     seed DSN                     100 categories and 10,000 products, one statement each; ANALYZE
     info                         the server's version
-    sessions NAME                pg_stat_database.sessions of NAME: connections opened so far
+    counters NAME                pg_stat_database of NAME so far: sessions (connections opened),
+                                 xact_commit and xact_rollback (an autocommit statement is a
+                                 commit), as its backends last flushed them
     watch NAME SECONDS           sample pg_stat_activity every 0.2 s: backends per application
     scans DSN TABLE              index and sequential scans of TABLE so far (pg_stat_user_tables),
                                  on DSN's own database, as its backends last flushed them
@@ -92,18 +94,23 @@ async def info() -> dict[str, str]:
     return {"server_version": version}
 
 
-async def sessions(name: str) -> dict[str, int]:
-    """How many connections to the database have been opened since its statistics began."""
+async def counters(name: str) -> dict[str, int]:
+    """Connections opened, transactions committed and rolled back in the database so far."""
     connection = await asyncpg.connect(ADMIN_DSN)
     try:
         # A fresh read, not the snapshot an earlier statement of this session cached.
         await connection.execute("SELECT pg_stat_clear_snapshot()")
-        count = await connection.fetchval(
-            "SELECT sessions FROM pg_stat_database WHERE datname = $1", name
+        row = await connection.fetchrow(
+            "SELECT sessions, xact_commit, xact_rollback FROM pg_stat_database WHERE datname = $1",
+            name,
         )
     finally:
         await connection.close()
-    return {"sessions": int(count or 0)}
+    return {
+        "sessions": int(row["sessions"] or 0) if row else 0,
+        "commits": int(row["xact_commit"] or 0) if row else 0,
+        "rollbacks": int(row["xact_rollback"] or 0) if row else 0,
+    }
 
 
 async def watch(name: str, seconds: float) -> dict[str, dict[str, float]]:
@@ -159,7 +166,7 @@ def main() -> None:
     seed_parser.add_argument("--categories", type=int, default=100)
     seed_parser.add_argument("--products", type=int, default=10_000)
     commands.add_parser("info")
-    commands.add_parser("sessions").add_argument("name")
+    commands.add_parser("counters").add_argument("name")
     watch_parser = commands.add_parser("watch")
     watch_parser.add_argument("name")
     watch_parser.add_argument("seconds", type=float)
@@ -178,8 +185,8 @@ def main() -> None:
             result = asyncio.run(seed(args.dsn, args.categories, args.products))
         case "info":
             result = asyncio.run(info())
-        case "sessions":
-            result = asyncio.run(sessions(args.name))
+        case "counters":
+            result = asyncio.run(counters(args.name))
         case "watch":
             result = asyncio.run(watch(args.name, args.seconds))
         case "scans":

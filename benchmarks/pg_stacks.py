@@ -3,6 +3,7 @@
 - a scratch database of the run's own, migrated by the project and seeded, dropped at the end;
 - the generated service under its own gunicorn.conf.py: one worker in production, on free ports;
 - the floor: benchmarks/floor_app.py, bare Starlette and a raw asyncpg pool, under uvicorn;
+- the tutorial: benchmarks/tutorial_app.py, FastAPI + SQLAlchemy as their tutorials write it;
 - Stacks, which starts any of them on that database, side by side or in turn.
 
 PostgreSQL chores run through benchmarks/pg_admin.py with the project's Python, which has asyncpg.
@@ -40,6 +41,7 @@ PG_PORT, PG_USER = 5432, "postgres"
 CATEGORIES = 100
 SERVICE_APP_NAME = "keel-bench-service"
 FLOOR_APP_NAME = "keel-bench-floor"
+TUTORIAL_APP_NAME = "keel-bench-tutorial"
 FALLBACK_POOL_SIZE = 10
 # Long enough for every backend to flush its statistics (PostgreSQL does so at most once a second).
 STATS_SETTLE_SECONDS = 1.5
@@ -221,6 +223,25 @@ def start_floor(
     )
 
 
+def start_tutorial(
+    processes: Processes, python: Path, url: str, log_path: Path, *, name: str = "tutorial"
+) -> Server:
+    """The tutorial app under uvicorn, one worker, with the project's Python; ready."""
+    env = project_env(TUTORIAL_DATABASE_URL=url, TUTORIAL_APPLICATION_NAME=TUTORIAL_APP_NAME)
+    return start_uvicorn(
+        processes,
+        name,
+        python,
+        "tutorial_app:app",
+        env,
+        log_path,
+        ready_path="/products/1",
+        application_name=TUTORIAL_APP_NAME,
+        database=url.rsplit("/", 1)[1],
+        pool="SQLAlchemy default: 5 + overflow 10",
+    )
+
+
 class Stacks:
     """Starts the stacks under test on one seeded database, each on free ports, in one Processes."""
 
@@ -253,6 +274,13 @@ class Stacks:
         return start_floor(
             self.processes, self.python, self.database.dsn, pool, log_path, name=name, **settings
         )
+
+    def tutorial(self, name: str) -> Server:
+        """tutorial_app.py under uvicorn, with SQLAlchemy's default pool; ready."""
+        self._count += 1
+        url = self.database.env["DATABASE_URL"]
+        log_path = self.workdir / f"tutorial-{self._count}.log"
+        return start_tutorial(self.processes, self.python, url, log_path, name=name)
 
     def stop(self, server: Server) -> None:
         """Stop a stack, its workers too."""

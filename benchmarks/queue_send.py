@@ -19,6 +19,8 @@ For each broker:
 It asserts nothing: the figures in docs/queues/dramatiq.md come from a shared 2-core VM. Compare
 the columns of one run with each other, not with other machines.
 
+It writes the chart docs/charts/queue_send.png.
+
 Run from the repository root:  uv run python benchmarks/queue_send.py   (about a minute)
 """
 
@@ -28,6 +30,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from charts import Panel, add_chart_argument, write_chart
 from harness import (
     PACKAGE,
     add_project_arguments,
@@ -137,6 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; the defaults are the documented benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_project_arguments(parser)
+    add_chart_argument(parser, "queue_send")
     return parser.parse_args(argv)
 
 
@@ -144,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Render, install and measure each broker, then report."""
     args = parse_args(argv)
     rows = []
+    sends: dict[str, float] = {}
+    stalls: dict[str, float] = {}
     with scratch_directory("keel-queue-send-", keep=args.keep) as workdir:
         for broker in ("redis", "rabbitmq"):
             project = prepare(
@@ -162,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 env=project_env(ENVIRONMENT="test"),
             )
             result = json.loads(output.strip().splitlines()[-1])
+            for way, label in (("threads", "producer's threads"), ("loop", "enqueue on the loop")):
+                sends[f"{broker}, {label}"] = result[way][0]
+                stalls[f"{broker}, {label}"] = result[way][1] * 1000
             rows += [
                 [
                     f"{broker}: sends per second",
@@ -181,6 +190,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             ]
     print(f"{CLIENTS} concurrent clients x {SENDS} sends each\n")
     print(table(["", "through the producer's threads", "broker.enqueue on the loop"], rows))
+    panels = [
+        Panel("sends per second", sends),
+        Panel("longest event-loop stall", stalls, unit="ms"),
+    ]
+    title = f"Dramatiq sends, {CLIENTS} concurrent clients x {SENDS} sends each"
+    write_chart(args.chart, title, panels)
 
 
 if __name__ == "__main__":

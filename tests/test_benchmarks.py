@@ -3,7 +3,7 @@
 The benchmarks themselves render keel, install it and load it for minutes; nothing here runs
 them or times anything. What breaks them quietly is caught instead: a script whose import, or
 whose use of benchmarks/harness.py, no longer holds; wrk's summary parsed wrong; a server that
-is never seen ready or never stopped.
+is never seen ready or never stopped; a chart that no longer draws from a run's results.
 """
 
 from __future__ import annotations
@@ -23,13 +23,29 @@ BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 # The scripts import each other as top-level modules, as `python benchmarks/<script>.py` does.
 sys.path.insert(0, str(BENCH_DIR))
 
+import charts  # noqa: E402
 import harness  # noqa: E402
 import pg_stacks  # noqa: E402
 
-# Run by keel's Python: each has a main() and a parse_args(argv).
-SCRIPTS = ["db_read", "cache_read", "middleware_overhead", "metrics_restarts", "queue_send"]
+# Run by keel's Python: each has a main(), a parse_args(argv) and a --chart.
+SCRIPTS = [
+    "db_read",
+    "cache_read",
+    "middleware_overhead",
+    "metrics_restarts",
+    "queue_send",
+    "servers",
+]
 # Run by a generated project's Python (with its package, asyncpg, uvloop...): compiled only.
-PROJECT_SCRIPTS = ["asgi_calls.py", "bare_app.py", "dead_workers.py", "floor_app.py", "pg_admin.py"]
+PROJECT_SCRIPTS = [
+    "asgi_calls.py",
+    "bare_app.py",
+    "dead_workers.py",
+    "floor_app.py",
+    "pg_admin.py",
+    "tutorial_app.py",
+]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:8000
 WRK_JSON {"requests": 3000, "duration_us": 2000000, "bytes": 1, "connect": 1, "read": 2, \
@@ -50,9 +66,10 @@ def test_script_parses_its_documented_defaults(name: str) -> None:
     assert args.vcs_ref == "HEAD"
     assert not args.keep
     assert callable(module.main)
+    assert args.chart == charts.CHARTS_DIR / f"{name}.png"
 
 
-@pytest.mark.parametrize("name", ["db_read", "cache_read", "middleware_overhead"])
+@pytest.mark.parametrize("name", ["db_read", "cache_read", "middleware_overhead", "servers"])
 def test_load_options_are_the_harness_ones(name: str) -> None:
     args = script(name).parse_args(["--duration", "2", "--warmup", "1", "--connections", "8"])
     assert (args.duration, args.warmup, args.connections, args.threads) == (2, 1, 8, 2)
@@ -206,3 +223,107 @@ def test_db_read_summarises_a_profile(tmp_path: Path) -> None:
     assert "   75.0%  asyncpg" in lines
     assert "   25.0%  stdlib" in lines
     assert "   75.0%  handle (bench_service/catalog/router.py)" in lines
+
+
+def wrk_result(rps: float, connections: int = 64) -> harness.WrkResult:
+    """A synthetic wrk summary: `rps` requests a second for 10 s."""
+    return harness.WrkResult(
+        connections=connections,
+        requests=int(rps * 10),
+        seconds=10.0,
+        p50_ms=10.0,
+        p90_ms=20.0,
+        p99_ms=40.0,
+        max_ms=60.0,
+        connect_errors=0,
+        read_errors=0,
+        write_errors=0,
+        timeouts=0,
+        non_2xx=0,
+        wrk_cpu_seconds=0.5,
+    )
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert len(data) > 1000
+
+
+def test_chart_of_a_tiny_result_is_a_png(tmp_path: Path) -> None:
+    panels = [
+        charts.Panel("req/s", {"floor": 5000.0, "service": 1000.0}, baseline="floor"),
+        charts.Panel("x floor", {"floor": 1.0, "service": 0.2}, digits=2, target=0.35),
+        charts.Panel("CPU", {"floor": 0.2, "service": 1.0}, unit="ms", digits=2),
+        charts.Panel("one", {"a": 0.0}),
+    ]
+    written = charts.write_chart(tmp_path / "sub" / "chart.png", "a run", panels, note="today")
+    assert written == tmp_path / "sub" / "chart.png"
+    assert_png(written)
+    assert charts.write_chart(None, "no chart", panels) is None
+    assert charts.write_chart(Path(""), "no chart", panels) is None
+    assert panels[2].label(0.123) == "0.12 ms"
+
+
+def test_db_read_reports_round_trips_and_charts_a_synthetic_run(tmp_path: Path) -> None:
+    db_read = script("db_read")
+    cpu = harness.CpuSnapshot(1.0, 0.1, 0.5, 2.0, 0.0, 4.0)
+
+    def stack(name: str, rps: float, commits: float, rollbacks: float) -> object:
+        def run(connections: int) -> object:
+            requests = int(rps * 10)
+            return db_read.Run(
+                wrk_result(rps, connections),
+                cpu,
+                connections_opened=0,
+                commits=int(commits * requests),
+                rollbacks=int(rollbacks * requests),
+                backends_mean=5.0,
+                backends_max=5,
+            )
+
+        server = harness.Server(name, process=None, url="", log=tmp_path, pool="pool 5")
+        return db_read.StackResult(server=server, steady=run(64), burst=run(256))
+
+    stacks = [
+        stack("floor", 5000, 2, 0),
+        stack("tutorial", 800, 0, 1),
+        stack("service", 1000, 1, 1),
+    ]
+    lines = db_read.round_trips_table(stacks, 64, 256).splitlines()
+    assert lines[2].split("|")[2].strip() == "2.00 / 0.00"
+    assert lines[4].split("|")[2].strip() == "1.00 / 1.00"
+    assert "0.20" in db_read.results_table(stacks, 256).splitlines()[4]
+    args = db_read.parse_args(["--chart", str(tmp_path / "db_read.png")])
+    db_read.chart(stacks, args)
+    assert_png(tmp_path / "db_read.png")
+
+
+def test_middleware_overhead_charts_a_synthetic_run(tmp_path: Path) -> None:
+    module = script("middleware_overhead")
+    rounds = {
+        name: [module.Round(wrk_result(rps), rps / 1e6)]
+        for name, rps in zip(module.STACKS, [6000, 6500, 8000, 8200], strict=True)
+    }
+    in_process = dict.fromkeys(module.STACKS, 50.0)
+    args = module.parse_args(["--chart", str(tmp_path / "mw.png"), "--rounds", "1"])
+    module.chart(rounds, in_process, args)
+    assert_png(tmp_path / "mw.png")
+
+
+def test_servers_commands_and_chart_of_a_synthetic_run(tmp_path: Path) -> None:
+    servers = script("servers")
+    uvicorn = servers.server_command("uvicorn", Path("python"), 8000, 2)
+    granian = servers.server_command("granian", Path("python"), 8000, 2)
+    for command in (uvicorn, granian):
+        assert command[command.index("--workers") + 1] == "2"
+        assert "--factory" in command
+        assert f"{harness.PACKAGE}.main:create_app" in command
+    assert servers.tree_cpu_seconds(os.getpid()) >= harness.cpu_seconds(os.getpid())
+    rounds = {
+        name: [{route: servers.Measured(wrk_result(rps), 1.0) for route in servers.ROUTES}]
+        for name, rps in zip(servers.SERVERS, [3000, 3500, 4000], strict=True)
+    }
+    args = servers.parse_args(["--chart", str(tmp_path / "servers.png"), "--rounds", "1"])
+    servers.chart(rounds, args)
+    assert_png(tmp_path / "servers.png")
