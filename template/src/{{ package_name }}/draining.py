@@ -1,10 +1,8 @@
 """Graceful drain: on SIGTERM the server first fails readiness, then stops accepting.
 
-An orchestrator sends SIGTERM and, at the same time, starts taking the pod out of its Service's
-endpoints; until every proxy has caught up, new connections still arrive. gunicorn on its own
-closes its listeners at once, and those connections are refused. Here the master keeps serving
-for DRAIN_SECONDS while /ready answers 503, then shuts down as gunicorn always does: the workers
-finish the requests in flight within the graceful timeout.
+An orchestrator sends SIGTERM as it starts taking the pod out of its endpoints, and connections
+still arrive until every proxy has caught up: gunicorn alone would refuse them. Here the master
+serves on for DRAIN_SECONDS while /ready answers 503, then shuts down as gunicorn always does.
 """
 
 import mmap
@@ -23,11 +21,8 @@ def is_draining() -> bool:
 
 
 def drain_on_sigterm(arbiter: Any, seconds: float) -> None:
-    """Make the gunicorn master drain for `seconds` on its first SIGTERM before it stops.
-
-    Called from gunicorn's when_ready hook, before any worker is forked. A second SIGTERM, or the
-    end of the window, stops the server; SIGINT and SIGQUIT still stop it at once.
-    """
+    """Make the gunicorn master drain for `seconds` on its first SIGTERM; called before it forks
+    any worker. A second SIGTERM or the window's end stops it, as SIGINT and SIGQUIT do at once."""
     global _flag  # set once, in the master, before the workers fork
     flag = _flag = mmap.mmap(-1, 1)
     stop = arbiter.handle_term  # raises StopIteration: gunicorn's graceful shutdown

@@ -12,15 +12,10 @@ DETAIL = "The body is larger than the service accepts"
 
 
 class BodySizeLimitMiddleware:
-    """Answers 413 to a request whose body is over max_body_bytes.
-
-    A declared Content-Length over the limit is refused at once, before a byte of the body is
-    read; a chunked body is counted as it streams in, and refused as soon as it passes the limit.
-    Without this, a 13 MB body of JSON holds a worker's event loop for seconds while it is parsed.
-
-    Not FastAPI's own `max_body_size`: it sits outside the service's middleware, so its 413s would
-    escape ObservabilityMiddleware (no request id, no timing), and it decides only once something
-    reads the body or starts the answer.
+    """Answers 413 to a request whose declared Content-Length is over max_body_bytes, before a
+    byte is read, or whose chunked body passes it as it streams in. Without this, a 13 MB body of
+    JSON holds a worker's event loop for seconds while it is parsed. Not FastAPI's `max_body_size`:
+    it sits outside the service's middleware, so its 413s would have no request id or timing.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
@@ -31,8 +26,9 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared_length = _content_length(scope)
-        if declared_length is not None and declared_length > self.max_body_bytes:
+        # The server has checked that a Content-Length is a number; a negative one counts as none.
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
             await JSONResponse({"detail": DETAIL}, status_code=413)(scope, receive, send)
             return
         received_bytes = 0
@@ -49,11 +45,3 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, receive_counted, send)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            # The server has checked that it is a number; a negative one counts as none.
-            return int(value) if value.isdigit() else None
-    return None

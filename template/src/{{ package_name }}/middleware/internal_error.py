@@ -15,10 +15,9 @@ logger = logging.getLogger(__name__)
 class InternalErrorMiddleware:
     """Turns an exception that nothing handled into a 500 JSON answer and a logged error.
 
-    Starlette's own last-resort handler answers 500 too, but then raises the error again for the
-    server, which writes a bare multi-line traceback and closes the keep-alive connection. Here
-    the error is logged through the service's log format (one JSON line with the request id) and
-    not raised further, so the connection stays open for the client's next request.
+    Starlette's own last-resort handler raises the error again for the server, which writes a bare
+    traceback and closes the keep-alive connection; here it is logged in the service's format, with
+    the request id, and the connection stays open.
     """
 
     def __init__(self, app: ASGIApp) -> None:

@@ -1,9 +1,5 @@
-"""On-demand profiling: a request with the right X-Profile-Token gets a pyinstrument profile.
-
-Added only where profiling is on (Settings.active_profiling_token); the application's own
-response is discarded and the profile is returned instead: HTML by default, speedscope JSON with
-X-Profile-Format: speedscope, plain text for a terminal with X-Profile-Format: text.
-"""
+"""On-demand profiling: a request with the right X-Profile-Token gets a pyinstrument profile
+instead of its response: HTML, or with X-Profile-Format speedscope JSON or plain text."""
 
 import hmac
 
