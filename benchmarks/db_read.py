@@ -43,6 +43,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,10 @@ from pg_stacks import (
 )
 
 PRODUCTS = 10_000
+# The service's latency histogram of the read, and the bounds the tail table compares.
+READ_LATENCY_BUCKET = "http_request_duration_seconds_bucket{"
+READ_ROUTE = 'route="/products/{product_id}"'
+TAIL_BOUNDS = ("0.25", "0.5", "1.0")
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -99,6 +104,9 @@ class Run:
     rollbacks: int
     backends_mean: float
     backends_max: int
+    # The service's own http_request_duration_seconds for the read, over the run: requests
+    # answered by each bucket's bound (cumulative). Empty for a stack without metrics.
+    app_latency: dict[str, float]
 
     def per_request_ms(self, cpu_seconds: float) -> float:
         """CPU milliseconds per answered request."""
@@ -126,6 +134,22 @@ def counters(python: Path, server: Server) -> dict[str, int]:
     return dict(pg_admin(python, "counters", server.database))
 
 
+def app_latency(server: Server) -> dict[str, float]:
+    """The service's http_request_duration_seconds buckets for the read so far, summed over its
+    other labels: request to response start, as the service measures it. Empty without metrics."""
+    if not server.metrics_url:
+        return {}
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    buckets: dict[str, float] = collections.defaultdict(float)
+    for line in text.splitlines():
+        if line.startswith(READ_LATENCY_BUCKET) and READ_ROUTE in line:
+            bound = re.search(r'le="([^"]+)"', line)
+            if bound is not None:
+                buckets[bound.group(1)] += float(line.rsplit(" ", 1)[1])
+    return dict(buckets)
+
+
 def measured_run(
     server: Server, python: Path, args: argparse.Namespace, *, connections: int
 ) -> Run:
@@ -137,6 +161,7 @@ def measured_run(
     """
     worker = server.worker_pid()
     before_counts = counters(python, server)
+    before_latency = app_latency(server)
     watcher = subprocess.Popen(
         [str(python), str(PG_ADMIN), "watch", server.database, f"{args.duration:g}"],
         stdout=subprocess.PIPE,
@@ -154,6 +179,7 @@ def measured_run(
     time.sleep(STATS_SETTLE_SECONDS)
     backends = json.loads(watched or b"{}").get(server.application_name, {})
     after_counts = counters(python, server)
+    after_latency = app_latency(server)
     return Run(
         wrk=result,
         cpu=used,
@@ -162,6 +188,9 @@ def measured_run(
         rollbacks=after_counts["rollbacks"] - before_counts["rollbacks"],
         backends_mean=float(backends.get("mean", 0.0)),
         backends_max=int(backends.get("max", 0)),
+        app_latency={
+            bound: count - before_latency.get(bound, 0.0) for bound, count in after_latency.items()
+        },
     )
 
 
@@ -289,6 +318,42 @@ def results_table(stacks: Sequence[StackResult], burst: int) -> str:
             ]
         )
     headers = ["stack", "req/s", "p50", "p99", "x floor (req/s)", f"errors at c={burst}"]
+    return table(headers, rows)
+
+
+def tail_table(stacks: Sequence[StackResult], c: int, burst: int) -> str:
+    """Where the slow requests wait: wrk's latency beside the service's own, for each run of a
+    stack that measures itself. A request slow for wrk but not for the service waited before
+    the service read it."""
+    rows = []
+    for stack in stacks:
+        for label, measured in ((f"c={c}", stack.steady), (f"c={burst}", stack.burst)):
+            buckets = measured.app_latency
+            total = buckets.get("+Inf", 0.0)
+            if not total:
+                continue
+            within = [f"{buckets.get(bound, 0.0) / total:.2%}" for bound in TAIL_BOUNDS]
+            wrk = measured.wrk
+            rows.append(
+                [
+                    stack.server.name,
+                    label,
+                    f"{wrk.p99_ms:,.0f} / {wrk.max_ms:,.0f} ms",
+                    str(wrk.timeouts),
+                    *within,
+                    f"{total - buckets.get(TAIL_BOUNDS[-1], 0.0):,.0f}",
+                ]
+            )
+    if not rows:
+        return ""
+    headers = [
+        "stack",
+        "run",
+        "wrk p99 / max",
+        "wrk timeouts",
+        *(f"service: within {bound} s" for bound in TAIL_BOUNDS),
+        f"service: over {TAIL_BOUNDS[-1]} s",
+    ]
     return table(headers, rows)
 
 
@@ -443,6 +508,13 @@ def report(stacks: Sequence[StackResult], args: argparse.Namespace, header: list
     print()
     print("PostgreSQL connections: backends open (sampled every 0.2 s) and connections opened")
     print(connections_table(stacks, c, burst))
+    if tails := tail_table(stacks, c, burst):
+        print()
+        print(
+            "Latency as wrk sees it (write to response) and as the service measures it (its"
+            " http_request_duration_seconds: request to response start)"
+        )
+        print(tails)
     for stack in stacks:
         if stack.profile is not None:
             print()

@@ -280,6 +280,13 @@ def test_db_read_reports_round_trips_and_charts_a_synthetic_run(tmp_path: Path) 
                 rollbacks=int(rollbacks * requests),
                 backends_mean=5.0,
                 backends_max=5,
+                # Only the service measures itself: 98% within 0.25 s, 1% more within 1 s.
+                app_latency=(
+                    {"0.25": 0.98 * requests, "0.5": 0.98 * requests, "1.0": 0.99 * requests}
+                    | {"+Inf": requests}
+                    if name == "service"
+                    else {}
+                ),
             )
 
         server = harness.Server(name, process=None, url="", log=tmp_path, pool="pool 5")
@@ -294,6 +301,11 @@ def test_db_read_reports_round_trips_and_charts_a_synthetic_run(tmp_path: Path) 
     assert lines[2].split("|")[2].strip() == "2.00 / 0.00"
     assert lines[4].split("|")[2].strip() == "1.00 / 1.00"
     assert "0.20" in db_read.results_table(stacks, 256).splitlines()[4]
+    tails = db_read.tail_table(stacks, 64, 256).splitlines()
+    # Two runs of the one stack that measures itself, under a header and its rule.
+    assert [line.split("|")[1].strip() for line in tails[2:]] == ["service", "service"]
+    service_burst = [cell.strip() for cell in tails[3].split("|")[5:9]]
+    assert service_burst == ["98.00%", "98.00%", "99.00%", "100"]
     args = db_read.parse_args(["--chart", str(tmp_path / "db_read.png")])
     db_read.chart(stacks, args)
     assert_png(tmp_path / "db_read.png")
