@@ -2,10 +2,14 @@
 
 Renders keel (the working tree, uncommitted changes included) into a temporary directory with
 database=postgresql, installs it with uv, creates and seeds a throwaway PostgreSQL database,
-then serves GET /products/{id} three ways, one worker each, one after the other:
+then serves GET /products/{id} four ways, one worker each, one after the other:
 
-- service:  the generated project under its own gunicorn.conf.py (uvicorn worker, uvloop,
-  httptools), production settings, cache off, the full middleware stack with Prometheus;
+- service:  the generated project under its own gunicorn.conf.py (uvicorn worker on asyncio's
+  event loop, httptools), production settings, cache off, the full middleware stack with
+  Prometheus;
+- uvloop:   the same service with uvicorn's stock gunicorn worker, which picks uvloop: the loop
+  the service used before, whose one accept per turn of the loop left new connections waiting
+  under load (the c=256 timeouts);
 - tutorial: benchmarks/tutorial_app.py, FastAPI + SQLAlchemy as their tutorials write it (an
   AsyncSession per request from a dependency, the default pool, ORM session.get, no
   middleware), under uvicorn with uvloop and httptools: what a reader would have without keel;
@@ -88,6 +92,8 @@ PRODUCTS = 10_000
 READ_LATENCY_BUCKET = "http_request_duration_seconds_bucket{"
 READ_ROUTE = 'route="/products/{product_id}"'
 TAIL_BOUNDS = ("0.25", "0.5", "1.0")
+# uvicorn's own gunicorn worker: its loop "auto" picks uvloop where installed.
+UVLOOP_WORKER = ("--worker-class", "uvicorn_worker.UvicornWorker")
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -560,17 +566,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def serve_and_measure(
     args: argparse.Namespace, project: Project, workdir: Path
 ) -> tuple[list[StackResult], Budget]:
-    """Seed a fresh database, then benchmark the service, the tutorial and the floor one after
-    the other; returns them floor first."""
+    """Seed a fresh database, then benchmark the service (on asyncio's loop, then on uvloop), the
+    tutorial and the floor one after the other; returns them floor first."""
     with (
         seeded_database(project, workdir, PRODUCTS, args.env) as database,
         Processes() as processes,
     ):
         stacks = Stacks(processes, workdir, project.python, database)
         service = benchmark(stacks.service(project.path, "service"), stacks, args)
+        uvloop = benchmark(
+            stacks.service(project.path, "uvloop", options=UVLOOP_WORKER), stacks, args
+        )
         tutorial = benchmark(stacks.tutorial("tutorial"), stacks, args)
         floor = benchmark(stacks.floor("floor", args.floor_pool_size), stacks, args)
-    return [floor, tutorial, service], database.budget
+    return [floor, tutorial, service, uvloop], database.budget
 
 
 def main(argv: Sequence[str] | None = None) -> None:

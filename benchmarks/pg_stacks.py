@@ -178,14 +178,19 @@ def start_service(
     budget: Budget,
     *,
     name: str = "service",
+    options: Sequence[str] = (),
 ) -> Server:
-    """The generated service with its own gunicorn.conf.py (WEB_CONCURRENCY workers), ready."""
+    """The generated service with its own gunicorn.conf.py (WEB_CONCURRENCY workers), ready.
+
+    options: gunicorn's, on top of the configuration file's.
+    """
     return start_gunicorn(
         processes,
         name,
         project,
         env,
         log_path,
+        *options,
         application_name=env["DB_APPLICATION_NAME"],
         database=env["DATABASE_URL"].rsplit("/", 1)[1],
         pool=budget.describe_pool(),
@@ -252,8 +257,11 @@ class Stacks:
         self.database = database
         self._count = 0
 
-    def service(self, project: Path, name: str, **settings: str) -> Server:
-        """The generated service under gunicorn, with extra settings; ready."""
+    def service(
+        self, project: Path, name: str, options: Sequence[str] = (), **settings: str
+    ) -> Server:
+        """The generated service under gunicorn, with gunicorn options and extra settings;
+        ready."""
         self._count += 1
         env = {
             **self.database.env,
@@ -263,7 +271,7 @@ class Stacks:
         }
         log_path = self.workdir / f"service-{self._count}.log"
         return start_service(
-            self.processes, project, env, log_path, self.database.budget, name=name
+            self.processes, project, env, log_path, self.database.budget, name=name, options=options
         )
 
     def floor(self, name: str, pool_size: int | None = None, **settings: str) -> Server:
