@@ -4,11 +4,11 @@ Renders keel (the working tree, uncommitted changes included) into a temporary d
 database=postgresql, installs it with uv, creates and seeds a throwaway PostgreSQL database,
 then serves GET /products/{id} four ways, one worker each, one after the other:
 
-- service:  the generated project under its own gunicorn.conf.py (uvicorn worker on asyncio's
-  event loop, httptools), production settings, cache off, the full middleware stack with
-  Prometheus;
+- service:  the generated project under its own gunicorn.conf.py (uvicorn worker, which for one
+  worker runs asyncio's event loop, httptools), production settings, cache off, the full
+  middleware stack with Prometheus;
 - uvloop:   the same service with uvicorn's stock gunicorn worker, which picks uvloop: the loop
-  the service used before, whose one accept per turn of the loop left new connections waiting
+  the one worker ran before, whose one accept per turn of the loop left new connections waiting
   under load (the c=256 timeouts);
 - tutorial: benchmarks/tutorial_app.py, FastAPI + SQLAlchemy as their tutorials write it (an
   AsyncSession per request from a dependency, the default pool, ORM session.get, no
