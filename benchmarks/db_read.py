@@ -23,7 +23,7 @@ rollbacks per request (round trips: pg_stat_database of the scratch database ove
 run), and how many PostgreSQL connections each stack opened (pool churn). It writes the chart
 docs/charts/db_read.png. It asserts nothing: it is a measurement to record.
 
-Run from the repository root:  uv run python benchmarks/db_read.py   (about 2.5 minutes)
+Run from the repository root:  uv run python benchmarks/db_read.py   (about 3 minutes)
 Needs: wrk (Debian: apt-get install wrk), uv, Python 3.11, PostgreSQL on 127.0.0.1:5432 with the
 postgres user and trust authentication (bash ../shared/services.sh starts it).
 
