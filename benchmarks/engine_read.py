@@ -24,10 +24,10 @@ server's (MariaDB's whole mariadbd process, whoever's queries it runs; none for 
 runs inside the worker and is counted in its CPU). It writes docs/charts/engine_read.png. It
 asserts nothing: it is a measurement to record.
 
-Runs are short (10 s measured, 3 s warm-up) so that both engines take about 3 minutes; --rounds N
+Runs are short (10 s measured, 3 s warm-up) so that both engines take about 2.5 minutes; --rounds N
 measures each stack N times, in turns.
 
-Run from the repository root:  uv run python benchmarks/engine_read.py   (about 3 minutes)
+Run from the repository root:  uv run python benchmarks/engine_read.py   (about 2.5 minutes)
 Needs: wrk, uv, Python 3.11, MariaDB or MySQL on 127.0.0.1:3306 with root and an empty password
 (bash ../shared/services.sh starts it). --engines sqlite needs no server.
 
