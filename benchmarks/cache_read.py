@@ -601,7 +601,7 @@ def reads_table(results: Sequence[Measured]) -> str:
             f"{m.wrk.p99_ms:.1f} ms",
             ratio(m.wrk.rps, floor_rps),
             m.per_request_ms(m.cpu.app),
-            m.per_request_ms(m.cpu.postgres),
+            m.per_request_ms(m.cpu.database),
             m.per_request_ms(m.redis_cpu) if m.redis_cpu else "-",
             describe_counts(m.cache),
             m.errors(),

@@ -27,7 +27,8 @@ BASELINE_COLOR, BAR_COLOR, TARGET_COLOR = "#9e9e9e", "#3b75af", "#c0392b"
 class Panel:
     """One figure of every stack: a bar per stack, its value written at the bar's end.
 
-    baseline: the stack the others are compared with, drawn grey (the floor, the bare app).
+    baseline: the stack the others are compared with, drawn grey (the floor, the bare app); or
+    several, when each group of stacks has its own (a floor per database engine).
     target: a vertical dashed line, e.g. DESIGN's 0.9 x bare on a ratio panel.
     """
 
@@ -35,8 +36,12 @@ class Panel:
     values: Mapping[str, float]
     unit: str = ""
     digits: int = 0
-    baseline: str = ""
+    baseline: str | tuple[str, ...] = ""
     target: float | None = None
+
+    def is_baseline(self, name: str) -> bool:
+        """Whether the stack is drawn grey."""
+        return name in self.baseline if isinstance(self.baseline, tuple) else name == self.baseline
 
     def label(self, value: float) -> str:
         """A bar's value as the tables print it."""
@@ -86,7 +91,7 @@ def write_chart(
     for axis, panel in zip(axes.flat, panels, strict=False):
         names = list(panel.values)[::-1]  # first stack on top
         values = [panel.values[name] for name in names]
-        colors = [BASELINE_COLOR if name == panel.baseline else BAR_COLOR for name in names]
+        colors = [BASELINE_COLOR if panel.is_baseline(name) else BAR_COLOR for name in names]
         bars = axis.barh(names, values, color=colors)
         axis.bar_label(bars, [panel.label(v) for v in values], padding=3, fontsize=8)
         axis.set_title(panel.title, fontsize=10)

@@ -376,7 +376,7 @@ def cpu_table(stacks: Sequence[StackResult]) -> str:
                     f"{measured.wrk.rps:,.0f}",
                     f"{measured.wrk.p99_ms:.1f} / {measured.wrk.max_ms:.0f} ms",
                     f"{per_request(cpu.app):.3f} ({per_request(cpu.app_kernel):.3f})",
-                    f"{per_request(cpu.postgres):.3f}",
+                    f"{per_request(cpu.database):.3f}",
                     f"{per_request(measured.wrk.wrk_cpu_seconds):.3f}",
                     f"{cpu.host_busy / cpu.host_total:.0%} ({cpu.host_stolen / cpu.host_total:.0%})"
                     if cpu.host_total

@@ -25,8 +25,7 @@ os.makedirs(directory)
 # Before prometheus_client is imported: it picks its storage mode then.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
-from prometheus_client import generate_latest  # noqa: E402
-from prometheus_client import multiprocess  # noqa: E402
+from prometheus_client import generate_latest, multiprocess  # noqa: E402
 
 metrics = importlib.import_module(f"{package}.infra.metrics")
 archive = importlib.import_module(f"{package}.infra.metrics_archive")

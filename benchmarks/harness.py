@@ -4,7 +4,8 @@
 - processes: start servers in their own process groups, stop them all on the way out;
 - servers: the generated service under gunicorn, or an app under uvicorn, on a free port, started
   once its readiness URL answers 200;
-- CPU: of one process from /proc, of the whole PostgreSQL server, of the host (stolen time too);
+- CPU: of one process from /proc, of a whole database server (PostgreSQL, MariaDB), of the host
+  (stolen time too);
 - load: wrk driven by product_by_id.lua, its summary parsed; stacks measured in interleaved
   rounds so that all see the same neighbours;
 - report: Markdown tables, the ratio against a baseline of the same run, where and with what.
@@ -389,12 +390,13 @@ def cpu_seconds(
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time of the whole PostgreSQL server: live processes and the backends that ended."""
-    servers: dict[int, int] = {}  # pid -> parent pid, of every PostgreSQL process
+def server_cpu_seconds(*names: str) -> float:
+    """CPU time of a database server, every process whose command is one of `names`: the live
+    ones, and those that ended (their parent, if not the server itself, reaped them)."""
+    servers: dict[int, int] = {}  # pid -> parent pid, of every process of the server
     for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError, ValueError):
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() in names:
                 stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 servers[int(entry.name)] = int(stat[1])
     total = 0.0
@@ -403,6 +405,16 @@ def postgres_cpu_seconds() -> float:
             # The postmaster reaps every backend, so its children's time covers the ended ones.
             total += cpu_seconds(pid, with_reaped_children=parent not in servers)
     return total
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of the whole PostgreSQL server: live processes and the backends that ended."""
+    return server_cpu_seconds("postgres")
+
+
+def mariadb_cpu_seconds() -> float:
+    """CPU time of the MariaDB or MySQL server: one process, a thread per connection."""
+    return server_cpu_seconds("mariadbd", "mysqld")
 
 
 def host_cpu_seconds() -> tuple[float, float, float]:
@@ -420,23 +432,26 @@ def host_cpu_seconds() -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class CpuSnapshot:
-    """CPU seconds used so far by the worker, PostgreSQL and the whole host."""
+    """CPU seconds used so far by the worker, the database server and the whole host."""
 
     app: float
     app_kernel: float
-    postgres: float
+    database: float
     host_busy: float
     host_stolen: float
     host_total: float
 
     @classmethod
-    def take(cls, worker: int) -> CpuSnapshot:
-        """Read the counters now."""
+    def take(
+        cls, worker: int, database: Callable[[], float] | None = postgres_cpu_seconds
+    ) -> CpuSnapshot:
+        """Read the counters now; `database` reads the server's CPU (None: no server, as for
+        SQLite, which runs inside the worker and is counted in its CPU)."""
         busy, stolen, total = host_cpu_seconds()
         return cls(
             app=cpu_seconds(worker),
             app_kernel=cpu_seconds(worker, system_only=True),
-            postgres=postgres_cpu_seconds(),
+            database=database() if database else 0.0,
             host_busy=busy,
             host_stolen=stolen,
             host_total=total,
@@ -446,7 +461,7 @@ class CpuSnapshot:
         return CpuSnapshot(
             app=self.app - earlier.app,
             app_kernel=self.app_kernel - earlier.app_kernel,
-            postgres=self.postgres - earlier.postgres,
+            database=self.database - earlier.database,
             host_busy=self.host_busy - earlier.host_busy,
             host_stolen=self.host_stolen - earlier.host_stolen,
             host_total=self.host_total - earlier.host_total,

@@ -30,6 +30,7 @@ import pg_stacks  # noqa: E402
 # Run by keel's Python: each has a main(), a parse_args(argv) and a --chart.
 SCRIPTS = [
     "db_read",
+    "engine_read",
     "cache_read",
     "middleware_overhead",
     "metrics_restarts",
@@ -41,6 +42,7 @@ PROJECT_SCRIPTS = [
     "asgi_calls.py",
     "bare_app.py",
     "dead_workers.py",
+    "engine_admin.py",
     "floor_app.py",
     "pg_admin.py",
     "tutorial_app.py",
@@ -69,11 +71,20 @@ def test_script_parses_its_documented_defaults(name: str) -> None:
     assert args.chart == charts.CHARTS_DIR / f"{name}.png"
 
 
-@pytest.mark.parametrize("name", ["db_read", "cache_read", "middleware_overhead", "servers"])
+@pytest.mark.parametrize(
+    "name", ["db_read", "engine_read", "cache_read", "middleware_overhead", "servers"]
+)
 def test_load_options_are_the_harness_ones(name: str) -> None:
     args = script(name).parse_args(["--duration", "2", "--warmup", "1", "--connections", "8"])
     assert (args.duration, args.warmup, args.connections, args.threads) == (2, 1, 8, 2)
     assert args.wrk_timeout == 2.0
+
+
+def test_engine_read_takes_engines_in_the_order_given() -> None:
+    engine_read = script("engine_read")
+    assert engine_read.parse_args(["--engines", "sqlite,mysql"]).engines == ["sqlite", "mysql"]
+    with pytest.raises(SystemExit):
+        engine_read.parse_args(["--engines", "sqlite,oracle"])
 
 
 def test_cache_read_refuses_an_unknown_part() -> None:
@@ -263,6 +274,10 @@ def test_chart_of_a_tiny_result_is_a_png(tmp_path: Path) -> None:
     assert charts.write_chart(None, "no chart", panels) is None
     assert charts.write_chart(Path(""), "no chart", panels) is None
     assert panels[2].label(0.123) == "0.12 ms"
+    two_floors = charts.Panel(
+        "req/s", {"a floor": 1.0, "b floor": 1.0}, baseline=("a floor", "b floor")
+    )
+    assert two_floors.is_baseline("b floor") and not panels[1].is_baseline("floor")
 
 
 def test_db_read_reports_round_trips_and_charts_a_synthetic_run(tmp_path: Path) -> None:
@@ -309,6 +324,41 @@ def test_db_read_reports_round_trips_and_charts_a_synthetic_run(tmp_path: Path) 
     args = db_read.parse_args(["--chart", str(tmp_path / "db_read.png")])
     db_read.chart(stacks, args)
     assert_png(tmp_path / "db_read.png")
+
+
+def test_engine_read_reports_each_engine_against_its_floor(tmp_path: Path) -> None:
+    engine_read = script("engine_read")
+
+    def measured(rps: float, connections: int, timeouts: int = 0) -> object:
+        wrk = wrk_result(rps, connections)
+        wrk.timeouts = timeouts
+        # 1 s of the worker's CPU and 0.5 s of the database server's over 10 s.
+        return engine_read.Measured(wrk, harness.CpuSnapshot(1.0, 0.1, 0.5, 2.0, 0.0, 4.0))
+
+    def engine(name: str, floor_rps: float, service_rps: float) -> object:
+        runs = [
+            engine_read.StackRun(name, stack, "pool 4", measured(rps, 64), measured(rps, 256, 3))
+            for stack, rps in (("floor", floor_rps), ("service", service_rps))
+        ]
+        return engine_read.EngineResult([runs], {"asyncmy": "0"}, "server", "budget")
+
+    results = {"mysql": engine("mysql", 4000, 1000), "sqlite": engine("sqlite", 6000, 600)}
+    mysql_rows = engine_read.engine_table(results["mysql"].rounds, engine_read.parse_args([]))
+    service = [cell.strip() for cell in mysql_rows.splitlines()[3].split("|")[1:-1]]
+    assert service[0] == "MySQL service"
+    assert service[5] == "0.25"  # x its own floor
+    assert service[6] == "0.100"  # app CPU ms per request: 1 s over 10,000 requests
+    assert service[7] == "0.050"  # the database server's
+    assert service[9] == "3 / 0 / 0"
+    sqlite_rows = engine_read.engine_table(results["sqlite"].rounds, engine_read.parse_args([]))
+    assert [cell.strip() for cell in sqlite_rows.splitlines()[3].split("|")[6:9]] == [
+        "0.10",
+        "0.167",
+        "-",  # SQLite has no server apart from the worker
+    ]
+    args = engine_read.parse_args(["--chart", str(tmp_path / "engine_read.png")])
+    engine_read.chart(results, args)
+    assert_png(tmp_path / "engine_read.png")
 
 
 def test_middleware_overhead_charts_a_synthetic_run(tmp_path: Path) -> None:
