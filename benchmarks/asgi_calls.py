@@ -4,9 +4,10 @@ Run with a generated project's Python (benchmarks/middleware_overhead.py does):
 
     python asgi_calls.py PACKAGE PATH REQUESTS
 
-Builds the service's application three ways (full; without Starlette's GZip; without any
-middleware), and a plain FastAPI app with one /health route (bare_app.py's), and calls each
-with a GET request REQUESTS times in a row, on uvloop, in production settings with
+Builds the service's application four ways (full; with Starlette's GZip as its compression, as
+until 2026-11-30; without compression; without any middleware), and a plain FastAPI app with one
+/health route (bare_app.py's), and calls each with a GET request REQUESTS times in a row, on
+uvloop, in production settings with
 PROMETHEUS_MULTIPROC_DIR set as under gunicorn. Repeats that five times, the stacks taking
 turns, and prints one JSON line: the least CPU microseconds per request of each. With no
 network, no server and no other process in the way, these figures vary far less than req/s
@@ -28,11 +29,10 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="keel-asgi-call
 os.environ["ENVIRONMENT"] = "production"
 
 import uvloop  # noqa: E402
-from starlette.middleware.gzip import GZipMiddleware  # noqa: E402
 
 create_app = importlib.import_module(f"{package}.main").create_app
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-create_plain_app = importlib.import_module("bare_app").create_plain_app
+bare_app = importlib.import_module("bare_app")
 
 SCOPE = {
     "type": "http",
@@ -59,12 +59,15 @@ async def send(_message: dict[str, Any]) -> None:
 
 
 def stacks() -> dict[str, Any]:
-    full = create_app()
-    no_gzip = create_app()
-    no_gzip.user_middleware[:] = [m for m in no_gzip.user_middleware if m.cls is not GZipMiddleware]
     bare = create_app()
     bare.user_middleware.clear()
-    return {"full": full, "no gzip": no_gzip, "bare": bare, "plain FastAPI": create_plain_app()}
+    return {
+        "full": create_app(),
+        "Starlette GZip": bare_app.create_app_with_starlette_gzip(),
+        "no compression": bare_app.create_app_without_compression(),
+        "bare": bare,
+        "plain FastAPI": bare_app.create_plain_app(),
+    }
 
 
 async def main() -> None:

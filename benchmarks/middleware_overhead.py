@@ -7,8 +7,10 @@ settings:
 
 - full: metrics=prometheus, the service as generated: every middleware (request id,
   Server-Timing and the slow-request log, Prometheus metrics written to the multiprocess
-  directory, GZip) and the lifespan's metrics sampler;
-- no gzip: the full project without Starlette's GZipMiddleware, to tell its share apart;
+  directory, compression) and the lifespan's metrics sampler;
+- Starlette GZip: the full project with Starlette's GZipMiddleware as its compression, as keel
+  had it until 2026-11-30: the same run's baseline for starlette-compress;
+- no compression: the full project without its compression middleware, to tell its share apart;
 - bare: metrics=none, the same create_app() with its middleware list emptied
   (benchmarks/bare_app.py): no middleware, no metrics;
 - plain FastAPI: FastAPI() with one GET /health returning a dict (bare_app.create_plain_app),
@@ -20,7 +22,7 @@ rounds, so that all see the same neighbours. The script prints every round's req
 and worker CPU per request, then the medians, each stack's ratio to bare and to plain FastAPI,
 its overhead, and whether full meets DESIGN's 0.9 x plain FastAPI; it writes the chart
 docs/charts/middleware_overhead.png.
-Last, benchmarks/asgi_calls.py times the same three stacks in-process, the ASGI app called
+Last, benchmarks/asgi_calls.py times the same stacks in-process, the ASGI app called
 directly: figures that stay steady when other processes share the machine. It asserts nothing:
 it is a measurement to record.
 
@@ -72,7 +74,7 @@ from harness import (
 )
 
 ASGI_CALLS = BENCH_DIR / "asgi_calls.py"
-STACKS = ("full", "no gzip", "bare", "plain FastAPI")
+STACKS = ("full", "Starlette GZip", "no compression", "bare", "plain FastAPI")
 PLAIN = "plain FastAPI"
 # DESIGN.md: /health of the generated service at least this multiple of a bare FastAPI app's req/s.
 DESIGN_TARGET = 0.9
@@ -247,7 +249,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Render, install, serve all three, load them in turn, report; clean up whatever happens."""
+    """Render, install, serve every stack, load them in turn, report; clean up whatever happens."""
     args = parse_args(argv)
     require_tools("wrk")
     stop_on_sigterm()
@@ -261,8 +263,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         with Processes() as processes:
             stacks = {
                 "full": serve(processes, "full", full.path, workdir),
-                "no gzip": serve(
-                    processes, "no gzip", full.path, workdir, "bare_app:create_app_without_gzip()"
+                "Starlette GZip": serve(
+                    processes,
+                    "Starlette GZip",
+                    full.path,
+                    workdir,
+                    "bare_app:create_app_with_starlette_gzip()",
+                ),
+                "no compression": serve(
+                    processes,
+                    "no compression",
+                    full.path,
+                    workdir,
+                    "bare_app:create_app_without_compression()",
                 ),
                 "bare": serve(processes, "bare", bare.path, workdir, "bare_app:create_app()"),
                 PLAIN: serve(processes, PLAIN, bare.path, workdir, "bare_app:create_plain_app()"),
