@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import FastAPI
 from fastapi import Response
 from pydantic import BaseModel
 
@@ -18,8 +18,6 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["health"])
-
 
 class Health(BaseModel):
     status: Literal["ok"]
@@ -30,13 +28,23 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-@router.get("/health")
+def add_health_routes(app: FastAPI) -> None:
+    """Adds GET /health and GET /ready to the application's route table (main.py says why)."""
+    app.add_api_route("/health", health, tags=["health"])
+    app.add_api_route(
+        "/ready",
+        ready,
+        tags=["health"],
+        responses={503: {"model": Readiness}},
+        dependencies=[NO_STORE],
+    )
+
+
 async def health() -> Health:
     """Liveness: answers as long as the event loop does; touches no backend."""
     return Health(status="ok")
 
 
-@router.get("/ready", responses={503: {"model": Readiness}}, dependencies=[NO_STORE])
 async def ready(resources: AppResources, response: Response) -> Readiness:
     """Readiness: checks every backend at once; 503 when a critical one fails or when draining."""
     # Why a check failed goes to the log, not to the response: error text names hosts and ports.
