@@ -56,6 +56,7 @@ PostgreSQL on 127.0.0.1:5432 with the postgres user and trust authentication.
 
 Options worth knowing (--help lists them all):
     --duration SECONDS      of each measured run (default 10; try 3 while developing)
+    --rounds N              measure the reads N times in turns and report each one's median
     --parts reads,outage    run only some parts (reads, outage, stampede)
     --keep                  keep the rendered projects and the servers' logs
 """
@@ -363,6 +364,28 @@ class Projects:
 
 
 def read_runs(
+    stacks: Stacks,
+    projects: Projects,
+    redis: RedisServer,
+    fresh: FreshIds,
+    args: argparse.Namespace,
+) -> list[Measured]:
+    """Floor, cached floor, cache=none, hit and miss, taking turns for --rounds rounds: each
+    one's median run by req/s, with every round's req/s in its notes."""
+    runs: dict[str, list[Measured]] = collections.defaultdict(list)
+    for number in range(1, args.rounds + 1):
+        log(f"reads: round {number}/{args.rounds}")
+        for measured in read_round(stacks, projects, redis, fresh, args):
+            runs[measured.label].append(measured)
+    medians = []
+    for each in runs.values():
+        median = sorted(each, key=lambda m: m.wrk.rps)[len(each) // 2]
+        median.notes.append("req/s by round: " + ", ".join(f"{m.wrk.rps:,.0f}" for m in each))
+        medians.append(median)
+    return medians
+
+
+def read_round(
     stacks: Stacks,
     projects: Projects,
     redis: RedisServer,
@@ -701,7 +724,13 @@ def report(
         print()
         print("GET /products/{id}, one worker, c=" + str(args.connections))
         print("(CPU per request in ms: the worker, the whole PostgreSQL server, redis-server)")
+        if args.rounds > 1:
+            print(f"(each stack's median run by req/s of {args.rounds} rounds, taken in turns)")
         print(reads_table(reads))
+        if args.rounds > 1:
+            for m in reads:
+                for note in m.notes:
+                    print(f"  {m.label}: {note}")
         print()
         print("ratios of req/s:")
         print("\n".join(ratios(reads)))
@@ -771,6 +800,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_project_arguments(parser)
     add_load_arguments(parser, duration=10.0)
     add_chart_argument(parser, "cache_read")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of the reads, each stack once a round"
+    )
     parser.add_argument("--stampede-requests", type=int, default=200)
     parser.add_argument("--stampede-rounds", type=int, default=5, help="cold keys per stampede")
     parser.add_argument(
