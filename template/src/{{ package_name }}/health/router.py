@@ -29,7 +29,7 @@ class Readiness(BaseModel):
 
 
 def add_health_routes(app: FastAPI) -> None:
-    """Adds GET /health and GET /ready to the application's route table (main.py says why)."""
+    """Add GET /health and GET /ready to the application's route table (main.py says why)."""
     app.add_api_route("/health", health, tags=["health"])
     app.add_api_route(
         "/ready",
