@@ -8,8 +8,8 @@ TOOLS := $(CURDIR)/.tools
 UV ?= $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 # pytest-xdist workers: three on 2 cores. A generated suite waits much of its time (for a worker
 # to take a task, a server to restart, a grace period to end), so a third suite uses the cores
-# the other two leave idle (35 to 57 minutes for the whole suite with three on 2026-11-30, as the
-# VM's speed drifted). worksteal keeps every worker busy to the end, and the longest tests start
+# the other two leave idle (35 to 60 minutes for the whole suite with three on 2026-11-30 and
+# 2026-12-01, as the VM's speed drifted; docs/matrix.md). worksteal keeps every worker busy to the end, and the longest tests start
 # first (tests/conftest.py).
 JOBS ?= 3
 # keel's own environment keeps its bytecode files, even on a machine that turns them off.
